@@ -1,0 +1,69 @@
+"""Adapter for gymnax 1.x environments (every id in `gymnax.registered_envs` with a flat observation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .base import EnvSpec, StepResult
+
+
+def gymnax_env_names() -> list[str]:
+    import gymnax
+
+    return list(gymnax.registered_envs)
+
+
+class GymnaxEnv:
+    """Wraps `gymnax.make(name)`: its step returns (obs, state, reward, terminated, truncated, info) and already
+    auto-resets, putting the pre-reset observation in `info["final_observation"]`."""
+
+    def __init__(self, name: str):
+        import gymnax
+        from gymnax.environments import spaces
+
+        self._env, self._params = gymnax.make(name)
+        obs_shape = self._env.observation_space(self._params).shape
+        space = self._env.action_space(self._params)
+        max_steps = getattr(self._params, "max_steps_in_episode", None)
+        max_steps = None if max_steps is None else int(max_steps)
+        obs_dim = int(np.prod(obs_shape))
+        if isinstance(space, spaces.Discrete):
+            self.spec = EnvSpec(f"gymnax/{name}", obs_dim, True, int(space.n), None, None, max_steps)
+        elif isinstance(space, spaces.Box):
+            shape = tuple(space.shape) if space.shape else (1,)
+            d = int(np.prod(shape))
+            low = np.broadcast_to(np.asarray(space.low, np.float32), (d,))
+            high = np.broadcast_to(np.asarray(space.high, np.float32), (d,))
+            self.spec = EnvSpec(f"gymnax/{name}", obs_dim, False, d, tuple(map(float, low)),
+                                tuple(map(float, high)), max_steps)
+            self._action_shape = tuple(space.shape)
+        else:
+            raise ValueError(f"gymnax/{name} has a {type(space).__name__} action space; only Box and Discrete "
+                             "are supported")
+
+    def _action(self, action: jax.Array) -> jax.Array:
+        if self.spec.discrete:
+            return action.astype(jnp.int32)
+        return action.reshape(self._action_shape) if self._action_shape else action.reshape(())
+
+    def reset(self, key: jax.Array) -> tuple[Any, jax.Array]:
+        obs, state = self._env.reset(key, self._params)
+        return state, jnp.ravel(obs).astype(jnp.float32)
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, StepResult]:
+        obs, state, reward, terminated, truncated, info = self._env.step(key, state, self._action(action),
+                                                                         self._params)
+        # A step can be both terminated and truncated (end condition on the last allowed step): termination wins.
+        terminated = jnp.asarray(terminated, bool)
+        truncated = jnp.logical_and(jnp.asarray(truncated, bool), ~terminated)
+        return state, StepResult(
+            obs=jnp.ravel(obs).astype(jnp.float32),
+            reward=jnp.asarray(reward, jnp.float32).reshape(()),
+            terminated=terminated,
+            truncated=truncated,
+            final_obs=jnp.ravel(info["final_observation"]).astype(jnp.float32),
+        )
