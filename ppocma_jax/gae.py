@@ -1,0 +1,39 @@
+"""Generalised advantage estimation with termination and truncation kept apart (spec §3.3, pitfall P2)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def compute_gae(rewards: jax.Array, values: jax.Array, next_values: jax.Array, terminated: jax.Array,
+                truncated: jax.Array, gamma: jax.Array | float, lam: jax.Array | float
+                ) -> tuple[jax.Array, jax.Array]:
+    """GAE over a time-major rollout.
+
+    Args (all [T, ...], time first; any trailing batch shape):
+      rewards: r_t.
+      values: V(s_t).
+      next_values: V of the true successor of s_t: the final observation where the episode ended, and the next
+        state at the rollout cut, so the last step of the rollout bootstraps.
+      terminated: a true end after step t: V(successor) is not used (0).
+      truncated: a time limit after step t: V(successor) is used, but the lambda-chain stops.
+      gamma, lam: discount and GAE lambda (floats or 0-d arrays; vmappable).
+
+    Returns:
+      advantages A_t = delta_t + gamma lam (1 - done_t) A_{t+1}, with
+        delta_t = r_t + gamma (1 - terminated_t) next_values_t - values_t and A_T = 0;
+      targets = advantages + values (lambda-returns, the critic's regression targets).
+    """
+    not_terminated = 1.0 - terminated.astype(rewards.dtype)
+    not_done = 1.0 - jnp.logical_or(terminated, truncated).astype(rewards.dtype)
+    deltas = rewards + gamma * not_terminated * next_values - values
+    decay = gamma * lam * not_done
+
+    def backward(carry, inputs):
+        delta, dec = inputs
+        advantage = delta + dec * carry
+        return advantage, advantage
+
+    _, advantages = jax.lax.scan(backward, jnp.zeros_like(deltas[0]), (deltas, decay), reverse=True)
+    return advantages, advantages + values

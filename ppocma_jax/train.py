@@ -1,0 +1,337 @@
+"""The training program: `make_train(config) -> train(key, hparams) -> (state, metrics)`, one jit-able function.
+
+One iteration (spec §3.1, with the fixed-length-rollout adjustments of pitfalls P2/P3):
+  rollout (n_envs x T decisions) -> scaler update -> critic: lambda-return targets from the current critic, then
+  n_updates L1 minibatch steps -> GAE advantages from the freshly trained critic -> (ReLU for PPO-CMA / PG-pos)
+  -> divide by std -> mode step:
+     PPO-CMA(-m): push to the H-deep history; mean_old = current mean; variance pass over the history;
+                  mean pass over the current data (with mirroring for -m), using the updated variance;
+     PPO: clipped surrogate on the joint network; PG / PG-pos: vanilla policy gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from . import losses
+from .config import Config, ConfigError, HParams
+from .envs import Env, make_env
+from .gae import compute_gae
+from .history import History, history_init, history_push, history_sample
+from .networks import MLP, MLPParams
+from .normalize import ScalerState, scaler_apply, scaler_init, scaler_update
+from .optim import adam_init, adam_step
+from .policy import Policy, PolicyParams
+from .rollout import EnvCarry, Transition, env_reset, rollout
+
+ADV_EPS = 1e-10  # the original's epsilon in A / (std(A) + eps)
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a run needs to continue exactly: a checkpoint of this is a resumable run."""
+
+    policy_params: PolicyParams
+    critic_params: MLPParams
+    opt_states: dict  # separate persistent Adam states: "critic" and "mean"/"logvar" or "joint"
+    scaler: ScalerState
+    history: History | None  # PPO-CMA modes only
+    env: EnvCarry
+    key: jax.Array
+    iteration: jax.Array  # int32, iterations completed
+    env_steps: jax.Array  # int32, environment (simulator) steps so far
+
+
+METRIC_NAMES: tuple[str, ...] = (
+    "iteration", "env_steps", "mean_return", "episodes", "mean_length", "policy_std", "critic_loss",
+    "policy_loss", "variance_loss", "approx_kl", "adv_std", "value_mean", "finite",
+)
+"""Per-iteration metrics (leading iteration axis in `train`'s output).
+
+mean_return is the mean undiscounted return of the episodes that FINISHED in that iteration, acting with
+exploration noise, and NaN when `episodes` is 0 (never a fake 0). mean_length is in decisions. policy_std is the
+mean action std used while acting (NaN for discrete actions). variance_loss is NaN outside PPO-CMA modes.
+approx_kl is KL(old || new) estimated on the iteration's samples. finite is 1 while every loss and parameter is
+finite."""
+
+
+def _flatten(tree: Any) -> Any:
+    """[T, n, ...] -> [T * n, ...]."""
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """The static parts of a run (config, env, networks) and the pure functions built on them."""
+
+    config: Config
+    env: Env
+    policy: Policy
+    critic: MLP
+
+    @staticmethod
+    def build(config: Config) -> Trainer:
+        config = config.validate()
+        env = make_env(config.env, config.action_repeat)
+        spec = env.spec
+        if spec.discrete and config.is_cma:
+            raise ConfigError(f"mode {config.mode} needs continuous actions but {spec.name} has {spec.action_dim} "
+                              "discrete actions; use --mode PPO, PG or PG-pos")
+        if not spec.discrete:
+            for name, value in (("initial_mean", config.initial_mean), ("initial_std", config.initial_std)):
+                if value is not None and len(value) != spec.action_dim:
+                    raise ConfigError(f"{name} has {len(value)} values but {spec.name} has {spec.action_dim} "
+                                      "action dimensions")
+            if config.initial_std is not None and min(config.initial_std) <= 0:
+                raise ConfigError(f"initial_std must be > 0, got {config.initial_std}")
+        policy = Policy.from_config(config, spec)
+        critic = MLP(spec.obs_dim + 1, 1, config.hidden_layers, config.hidden_units, config.activation,
+                     config.dense_skips, config.init)
+        return Trainer(config, env, policy, critic)
+
+    # ---------------------------------------------------------------- init
+    def init_state(self, key: jax.Array, hp: HParams) -> TrainState:
+        cfg = self.config
+        key_policy, key_critic, key_env, key_run = jax.random.split(key, 4)
+        policy_params = self.policy.init(key_policy, hp, cfg.policy_init, cfg.pretrain_steps)
+        critic_params = self.critic.init(key_critic)
+        opt_states = {"critic": adam_init(critic_params)}
+        opt_states.update({name: adam_init(p) for name, p in policy_params.items()})
+        history = None
+        if cfg.is_cma:
+            history = history_init(cfg.history_buffer_size, cfg.samples_per_iter, self.env.spec.obs_dim,
+                                   self.env.spec.action_dim)
+        return TrainState(
+            policy_params=policy_params,
+            critic_params=critic_params,
+            opt_states=opt_states,
+            scaler=scaler_init(self.env.spec.obs_dim),
+            history=history,
+            env=env_reset(self.env, key_env, cfg.n_envs),
+            key=key_run,
+            iteration=jnp.zeros((), jnp.int32),
+            env_steps=jnp.zeros((), jnp.int32),
+        )
+
+    # ---------------------------------------------------------------- one iteration
+    def iteration(self, state: TrainState, hp: HParams) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Collect one rollout and update: the body of the compiled loop."""
+        cfg = self.config
+        key, key_rollout, key_critic, key_policy = jax.random.split(state.key, 4)
+        env_carry, traj, stats = rollout(self.env, self.policy, state.policy_params, state.scaler, state.env,
+                                         key_rollout, cfg.rollout_len, hp)
+        scaler = scaler_update(state.scaler, traj.obs)
+
+        critic_params, critic_opt, critic_loss, advantages, value_mean = self._critic_and_advantages(
+            state, scaler, traj, key_critic, hp)
+
+        flat = _flatten(traj)
+        obs = scaler_apply(scaler, flat.obs)
+        adv = advantages.reshape(-1)
+        if cfg.relu_advantages:
+            adv = jnp.maximum(adv, 0.0)
+        adv_std = jnp.std(adv)
+        if cfg.adv_norm == "meanstd":
+            adv = (adv - jnp.mean(adv)) / (adv_std + ADV_EPS)
+        else:
+            adv = adv / (adv_std + ADV_EPS)
+
+        opt_states = dict(state.opt_states, critic=critic_opt)
+        log_prob_old = self.policy.log_prob(state.policy_params, obs, flat.action, hp)
+        if cfg.is_cma:
+            history = history_push(state.history, flat.obs, flat.action, adv)
+            policy_params, opt_states, policy_loss, var_loss = self._cma_update(
+                state.policy_params, opt_states, history, scaler, obs, flat.action, adv, key_policy, hp)
+        else:
+            history = state.history
+            policy_params, opt_states, policy_loss = self._joint_update(
+                state.policy_params, opt_states, obs, flat.action, adv, log_prob_old, key_policy, hp)
+            var_loss = jnp.array(jnp.nan, jnp.float32)
+        log_ratio = self.policy.log_prob(policy_params, obs, flat.action, hp) - log_prob_old
+        approx_kl = jnp.mean(jnp.expm1(log_ratio) - log_ratio)
+
+        new_state = TrainState(policy_params, critic_params, opt_states, scaler, history, env_carry, key,
+                               state.iteration + 1, state.env_steps + cfg.iter_steps)
+        episodes = stats.episodes
+        has_episodes = episodes > 0
+        losses_finite = jnp.isfinite(critic_loss) & jnp.isfinite(policy_loss)
+        metrics = {
+            "iteration": new_state.iteration,
+            "env_steps": new_state.env_steps,
+            "mean_return": jnp.where(has_episodes, stats.return_sum / jnp.maximum(episodes, 1), jnp.nan),
+            "episodes": episodes,
+            "mean_length": jnp.where(has_episodes, stats.length_sum / jnp.maximum(episodes, 1), jnp.nan),
+            "policy_std": (stats.std_sum / cfg.rollout_len) if not self.policy.discrete else jnp.array(jnp.nan),
+            "critic_loss": critic_loss,
+            "policy_loss": policy_loss,
+            "variance_loss": var_loss,
+            "approx_kl": approx_kl,
+            "adv_std": adv_std,
+            "value_mean": value_mean,
+            "finite": (losses_finite & _all_finite((policy_params, critic_params))).astype(jnp.int32),
+        }
+        metrics = {name: jnp.asarray(metrics[name]) for name in METRIC_NAMES}
+        return new_state, metrics
+
+    # ---------------------------------------------------------------- critic + GAE
+    def _critic_inputs(self, scaler: ScalerState, obs: jax.Array, time: jax.Array, hp: HParams) -> jax.Array:
+        """[scaled obs, time_scale * decision index] (spec §4; the policy never sees the time feature)."""
+        feature = hp.critic_time_scale * time.astype(jnp.float32)
+        return jnp.concatenate([scaler_apply(scaler, obs), feature[..., None]], axis=-1)
+
+    def _critic_and_advantages(self, state: TrainState, scaler: ScalerState, traj: Transition, key: jax.Array,
+                               hp: HParams):
+        """Train the critic, then compute advantages with it (spec §3.1 steps 3-4).
+
+        Targets are lambda-returns from the critic as it was before this iteration (the original's Monte-Carlo
+        returns need whole episodes, which fixed-length rollouts do not have: pitfall P3); the advantages then use
+        the freshly trained critic, as the original does. Successor states get time index t+1, also at a time
+        limit (the original gave them 0: pitfall P2).
+        """
+        cfg = self.config
+        inputs = self._critic_inputs(scaler, traj.obs, traj.time, hp)
+        next_inputs = self._critic_inputs(scaler, traj.next_obs, traj.time + 1, hp)
+        # Data-dependent bias init on the first iteration's inputs (the original does it on its first batch).
+        critic_params = jax.lax.cond(
+            state.iteration == 0,
+            lambda p: self.critic.bias_init(p, inputs.reshape(-1, inputs.shape[-1])),
+            lambda p: p,
+            state.critic_params,
+        )
+
+        def gae_with(params):
+            values = self.critic.apply(params, inputs)[..., 0]
+            next_values = self.critic.apply(params, next_inputs)[..., 0]
+            adv, targets = compute_gae(traj.reward, values, next_values, traj.terminated, traj.truncated,
+                                       hp.gamma, hp.gae_lambda)
+            return adv, targets, values
+
+        _, targets, _ = gae_with(critic_params)
+        flat_inputs = inputs.reshape(-1, inputs.shape[-1])
+        flat_targets = jax.lax.stop_gradient(targets.reshape(-1))
+        n = flat_targets.shape[0]
+        batch = cfg.minibatch_size
+
+        def step(carry, k):
+            params, opt = carry
+            idx = jax.random.randint(k, (batch,), 0, n)
+            loss, grads = jax.value_and_grad(losses.critic_loss)(params, self.critic, flat_inputs[idx],
+                                                                 flat_targets[idx])
+            params, opt = adam_step(params, grads, opt, hp.critic_learning_rate)
+            return (params, opt), loss
+
+        (critic_params, critic_opt), step_losses = jax.lax.scan(
+            step, (critic_params, state.opt_states["critic"]), jax.random.split(key, cfg.n_updates))
+        advantages, _, values = gae_with(critic_params)
+        return critic_params, critic_opt, jnp.mean(step_losses), advantages, jnp.mean(values)
+
+    # ---------------------------------------------------------------- policy updates
+    def _cma_update(self, params: PolicyParams, opt_states: dict, history: History, scaler: ScalerState,
+                    obs: jax.Array, actions: jax.Array, adv: jax.Array, key: jax.Array, hp: HParams):
+        """PPO-CMA's two passes (spec §3.4): variance over the history first, then the mean over current data."""
+        cfg = self.config
+        policy = self.policy
+        batch = cfg.minibatch_size
+        n = adv.shape[0]
+        mean_old = jax.lax.stop_gradient(policy.mean(params, obs))  # before both passes
+        key_var, key_mean = jax.random.split(key)
+
+        def var_step(carry, k):
+            p, opt = carry
+            h_obs, h_actions, h_adv = history_sample(history, k, batch)
+            h_obs = scaler_apply(scaler, h_obs)  # history keeps raw states: rescale with the newest scaler
+
+            def loss_fn(logvar_params):
+                return losses.variance_loss(dict(p, logvar=logvar_params), h_obs, h_actions, h_adv, policy, hp)
+
+            loss, grads = jax.value_and_grad(loss_fn)(p["logvar"])
+            new_logvar, opt = adam_step(p["logvar"], grads, opt, hp.learning_rate)
+            return (dict(p, logvar=new_logvar), opt), loss
+
+        (params, opt_var), var_losses = jax.lax.scan(var_step, (params, opt_states["logvar"]),
+                                                     jax.random.split(key_var, cfg.n_updates))
+
+        def mean_step(carry, k):
+            p, opt = carry
+            idx = jax.random.randint(k, (batch,), 0, n)
+
+            def loss_fn(mean_params):
+                return losses.mean_loss(dict(p, mean=mean_params), obs[idx], actions[idx], adv[idx], mean_old[idx],
+                                        policy, hp, cfg.mirroring)
+
+            loss, grads = jax.value_and_grad(loss_fn)(p["mean"])
+            new_mean, opt = adam_step(p["mean"], grads, opt, hp.learning_rate)
+            return (dict(p, mean=new_mean), opt), loss
+
+        (params, opt_mean), mean_losses = jax.lax.scan(mean_step, (params, opt_states["mean"]),
+                                                       jax.random.split(key_mean, cfg.n_updates))
+        opt_states = dict(opt_states, logvar=opt_var, mean=opt_mean)
+        return params, opt_states, jnp.mean(mean_losses), jnp.mean(var_losses)
+
+    def _joint_update(self, params: PolicyParams, opt_states: dict, obs: jax.Array, actions: jax.Array,
+                      adv: jax.Array, log_prob_old: jax.Array, key: jax.Array, hp: HParams):
+        """PPO (clipped surrogate) or PG / PG-pos on the single policy network (spec §3.5-§3.6)."""
+        cfg = self.config
+        policy = self.policy
+        name = "logits" if policy.discrete else "joint"
+        batch = cfg.minibatch_size
+        n = adv.shape[0]
+        log_prob_old = jax.lax.stop_gradient(log_prob_old)
+
+        def loss_fn(p, idx):
+            if cfg.mode == "PPO":
+                return losses.ppo_loss(p, obs[idx], actions[idx], adv[idx], log_prob_old[idx], policy, hp)[0]
+            return losses.pg_loss(p, obs[idx], actions[idx], adv[idx], policy, hp)
+
+        def step(carry, k):
+            p, opt = carry
+            idx = jax.random.randint(k, (batch,), 0, n)
+            loss, grads = jax.value_and_grad(lambda net: loss_fn({name: net}, idx))(p[name])
+            net, opt = adam_step(p[name], grads, opt, hp.learning_rate)
+            return ({name: net}, opt), loss
+
+        (params, opt), step_losses = jax.lax.scan(step, (params, opt_states[name]),
+                                                  jax.random.split(key, cfg.n_updates))
+        return params, dict(opt_states, **{name: opt}), jnp.mean(step_losses)
+
+    # ---------------------------------------------------------------- whole run
+    def run(self, state: TrainState, hp: HParams, n_iterations: int,
+            on_iteration: Callable[[dict], None] | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+        """`n_iterations` iterations as one lax.scan; `on_iteration(metrics)` runs on the host after each."""
+
+        def body(state, _):
+            state, metrics = self.iteration(state, hp)
+            if on_iteration is not None:
+                jax.debug.callback(on_iteration, metrics)
+            return state, metrics
+
+        return jax.lax.scan(body, state, None, length=n_iterations)
+
+
+def make_train(config: Config, on_iteration: Callable[[dict], None] | None = None
+               ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """Build `train(key, hparams=None) -> (final TrainState, metrics)`.
+
+    `train` is pure and jit-able as a whole; metrics arrays have a leading iteration axis (see METRIC_NAMES).
+    hparams=None uses HParams() defaults. Raises ConfigError for invalid configs (before any compilation).
+    `on_iteration`, if given, receives each iteration's metrics on the host (jax.debug.callback).
+    """
+    trainer = Trainer.build(config)
+
+    def train(key: jax.Array, hparams: HParams | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+        hp = (hparams if hparams is not None else HParams()).as_arrays()
+        state = trainer.init_state(key, hp)
+        return trainer.run(state, hp, config.n_iterations, on_iteration)
+
+    train.trainer = trainer  # type: ignore[attr-defined]
+    return train
