@@ -1,0 +1,258 @@
+"""`python -m ppocma_jax`: train one run from the command line.
+
+Every Config and HParams field is a flag, in underscore and dashed spelling (`--max_steps`, `--max-steps`); the
+original Run.py switches keep their spellings (`--env_name`, `-m`, `-lr`, `--ppo_ent_l_w`, `--run_suffix`, ...).
+Bad input ends with one line on stderr and exit code 2; a run that produces NaN/Inf ends with exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+from .config import MODES, Config, ConfigError, HParams, config_fields, hparams_fields, to_jsonable
+
+PROG = "python -m ppocma_jax"
+
+# Original Run.py spellings (and short forms) that differ from our field names.
+ALIASES: dict[str, list[str]] = {
+    "env": ["--env_name"],
+    "mode": ["-m"],
+    "learning_rate": ["-lr"],
+    "entropy_weight": ["--ppo_ent_l_w"],
+}
+
+# Thresholds at which gymnax's classic-control tasks count as solved (gym's reward_threshold).
+SOLVED_AT: dict[str, float] = {
+    "gymnax/MountainCarContinuous-v0": 90.0,
+    "gymnax/CartPole-v1": 475.0,
+    "gymnax/Pendulum-v1": -200.0,
+}
+
+
+class CliError(Exception):
+    """Bad command-line input: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
+        raise CliError(message)
+
+
+def _int(text: str) -> int:
+    """Integers, also written as 1e6 or 1_000_000 (Run.py took --max_steps 1e6)."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value != int(value):
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(value)
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _spellings(name: str) -> list[str]:
+    flags = [f"--{name}"]
+    if "_" in name:
+        flags.append(f"--{name.replace('_', '-')}")
+    return ALIASES.get(name, []) + flags
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Train PPO-CMA (or PPO / PG) on a JAX environment as one compiled program.",
+        epilog="Example: python -m ppocma_jax --env gymnax/Pendulum-v1 --max-steps 500000",
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=36, width=120),
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", type=str, default=None,
+                     help="output directory (default: runs/<mode>-<env>-<timestamp>[-<run_suffix>])")
+    run.add_argument("--run_suffix", "--run-suffix", dest="run_suffix", default="",
+                     help="suffix appended to the default output directory name (Run.py's switch)")
+    run.add_argument("--list-envs", "--list_envs", dest="list_envs", action="store_true",
+                     help="print the available environments with observation and action sizes, then exit")
+    run.add_argument("--quiet", "-q", action="store_true", help="print only the final summary")
+    run.add_argument("--verbose", action="store_true", help="print every iteration with losses (Run.py's switch)")
+    run.add_argument("--render", action="store_true",
+                     help="render episodes (Run.py's switch; not available yet: exits with a message)")
+
+    cfg = parser.add_argument_group("configuration (static: changing these recompiles)")
+    for f in config_fields():
+        help_text = f.metadata.get("help", "")
+        if "default:" not in help_text:
+            help_text += " (default: %(default)s)"
+        default = f.default
+        if f.type in ("int", int):
+            cfg.add_argument(*_spellings(f.name), dest=f.name, type=_int, default=None, metavar="N",
+                             help=help_text.replace("%(default)s", str(default)))
+        elif f.type in ("bool", bool):
+            cfg.add_argument(*_spellings(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                             help=help_text.replace("%(default)s", str(default)))
+        elif "tuple" in str(f.type):
+            cfg.add_argument(*_spellings(f.name), dest=f.name, type=_floats, default=None, metavar="X,Y,..",
+                             help=help_text.replace("%(default)s", str(default)))
+        elif f.name == "mode":
+            cfg.add_argument(*_spellings(f.name), dest=f.name, choices=MODES, default=None, metavar="MODE",
+                             help=help_text.replace("%(default)s", str(default)))
+        else:
+            cfg.add_argument(*_spellings(f.name), dest=f.name, type=str, default=None, metavar="STR",
+                             help=help_text.replace("%(default)s", str(default)))
+
+    hp = parser.add_argument_group("hyperparameters (dynamic: a pytree, vmappable)")
+    for f in hparams_fields():
+        help_text = f.metadata.get("help", "") + f" (default: {f.default})"
+        if f.name == "learning_rate":
+            help_text += "; also sets critic_learning_rate unless that is given"
+        hp.add_argument(*_spellings(f.name), dest=f.name, type=_float, default=None, metavar="X", help=help_text)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config, HParams]:
+    args = build_parser().parse_args(argv)
+    cfg_changes = {f.name: getattr(args, f.name) for f in config_fields() if getattr(args, f.name) is not None}
+    hp_changes = {f.name: getattr(args, f.name) for f in hparams_fields() if getattr(args, f.name) is not None}
+    if "learning_rate" in hp_changes and "critic_learning_rate" not in hp_changes:
+        hp_changes["critic_learning_rate"] = hp_changes["learning_rate"]  # the original used one rate for both
+    if "env" in cfg_changes:
+        from .envs import UnknownEnvError, canonical_env_name
+
+        try:
+            cfg_changes["env"] = canonical_env_name(cfg_changes["env"])
+        except UnknownEnvError as err:
+            raise CliError(str(err)) from None
+    config = Config(**cfg_changes)
+    hparams = dataclasses.replace(HParams(), **hp_changes)
+    return args, config, hparams
+
+
+def default_out_dir(config: Config, suffix: str = "") -> Path:
+    env = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.env)
+    name = f"{config.mode}-{env}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / (name + (f"-{suffix}" if suffix else ""))
+
+
+def list_envs_text() -> str:
+    from .envs import list_envs
+
+    lines = [f"{'env':40s} {'obs':>5s}  actions"]
+    for spec in list_envs():
+        if spec.discrete:
+            action = f"discrete({spec.action_dim})"
+        else:
+            action = f"box({spec.action_dim}) in [{min(spec.action_low):g}, {max(spec.action_high):g}]"
+        lines.append(f"{spec.name:40s} {spec.obs_dim:5d}  {action}")
+    return "\n".join(lines)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args, config, hparams = parse_args(argv)
+    if args.list_envs:
+        print(list_envs_text())
+        return 0
+    if args.render:
+        raise CliError("--render is not available yet: rendering arrives with deterministic evaluation")
+
+    import jax
+    import numpy as np
+
+    from .monitor import RunMonitor, summarize_returns
+    from .train import Trainer, make_train
+
+    hparams.validate()
+    trainer = Trainer.build(config)  # ConfigError / UnknownEnvError before any compilation
+    out_dir = Path(args.out) if args.out else default_out_dir(config, args.run_suffix)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(to_jsonable(config, hparams), indent=2) + "\n")
+
+    n_iter = config.n_iterations
+    monitor = RunMonitor(out_dir, n_iter, config.iter_steps, quiet=args.quiet, verbose=args.verbose)
+    say = (lambda *a, **k: None) if args.quiet else print
+    say(f"{config.mode} on {config.env} ({trainer.env.spec.obs_dim}-d obs, "
+        f"{'discrete ' if trainer.env.spec.discrete else ''}{trainer.env.spec.action_dim} actions): "
+        f"{n_iter} iterations x {config.iter_steps} steps = {n_iter * config.iter_steps:,} env steps, "
+        f"{config.n_envs} envs, minibatch {config.minibatch_size}, seed {config.seed}, {jax.device_count()} "
+        f"{jax.default_backend()} device(s)")
+    say(f"output: {out_dir}")
+
+    train = jax.jit(make_train(config, on_iteration=monitor))
+    key = jax.random.PRNGKey(config.seed)
+    say("compiling ...", flush=True)
+    t_compile = time.perf_counter()
+    compiled = train.lower(key, hparams).compile()
+    compile_s = time.perf_counter() - t_compile
+    say(f"compiled in {compile_s:.1f} s")
+
+    monitor.start()
+    t_run = time.perf_counter()
+    try:
+        state, metrics = compiled(key, hparams)
+        jax.block_until_ready(metrics)
+    finally:
+        monitor.close()
+    run_s = time.perf_counter() - t_run
+    steps = int(np.asarray(metrics["env_steps"])[-1])
+
+    final, best = summarize_returns(monitor.rows)
+    result = {"final_return": final, "best_return": best, "env_steps": steps, "compile_s": round(compile_s, 2),
+              "run_s": round(run_s, 2), "steps_per_s": round(steps / run_s, 1)}
+    finite = np.asarray(metrics["finite"])
+    if not finite.all():
+        bad = int(np.asarray(metrics["iteration"])[np.argmin(finite)])
+        result["nonfinite_at_iteration"] = bad
+    (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    if finite.all():
+        from flax import serialization
+
+        (out_dir / "final_state.msgpack").write_bytes(serialization.to_bytes(jax.device_get(state)))
+
+    solved = SOLVED_AT.get(config.env)
+    verdict = ""
+    if solved is not None and not math.isnan(final):
+        verdict = f" ({'solved' if final >= solved else 'not solved'}: threshold {solved:g})"
+    print(f"result: final mean return {final:.1f} (last 5 iterations with episodes), best {best:.1f}{verdict}; "
+          f"{steps:,} env steps in {run_s:.1f} s ({steps / run_s:,.0f} steps/s) + {compile_s:.1f} s compile; "
+          f"saved to {out_dir}")
+    if not finite.all():
+        print(f"{PROG}: error: training produced NaN/Inf at iteration {result['nonfinite_at_iteration']}; "
+              "final state not saved", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .envs import UnknownEnvError
+
+    try:
+        return run(argv)
+    except (CliError, ConfigError, UnknownEnvError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

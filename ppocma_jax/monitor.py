@@ -1,0 +1,113 @@
+"""Host-side sinks for the per-iteration metrics that the compiled loop sends out through `jax.debug.callback`.
+
+`RunMonitor` is the callback: it appends one row per iteration to metrics.csv (flushed, so a killed run keeps
+its rows) and prints a progress line (throttled so that printing never dominates a fast run).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from .train import METRIC_NAMES
+
+CSV_COLUMNS: tuple[str, ...] = ("iteration", "env_steps", "wall_s") + tuple(
+    name for name in METRIC_NAMES if name not in ("iteration", "env_steps"))
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def _csv_value(value: float) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return ""  # an empty cell, never a fake number (e.g. no episode finished)
+    if float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+class RunMonitor:
+    """Callable sink: `monitor(metrics)` for each iteration, in order."""
+
+    def __init__(self, out_dir: Path | None, n_iterations: int, iter_steps: int, quiet: bool = False,
+                 verbose: bool = False, stream: TextIO | None = None, print_every_s: float = 1.0):
+        self.n_iterations = n_iterations
+        self.iter_steps = iter_steps
+        self.quiet = quiet
+        self.verbose = verbose
+        self.stream = stream or sys.stdout
+        self.print_every_s = print_every_s
+        self.rows: list[dict[str, float]] = []
+        self.t0: float | None = None
+        self._last_print = -math.inf
+        self.first_nonfinite: int | None = None
+        self._file = None
+        self._writer = None
+        if out_dir is not None:
+            self._file = open(Path(out_dir) / "metrics.csv", "w", newline="")
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(CSV_COLUMNS)
+            self._file.flush()
+
+    def start(self) -> None:
+        """Call right before the compiled program starts: wall_s counts from here (compile excluded)."""
+        self.t0 = time.perf_counter()
+
+    def __call__(self, metrics: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if self.t0 is None:
+            self.t0 = now
+        row = {name: float(np.asarray(value)) for name, value in metrics.items()}
+        row["wall_s"] = now - self.t0
+        self.rows.append(row)
+        if row.get("finite", 1) == 0 and self.first_nonfinite is None:
+            self.first_nonfinite = int(row["iteration"])
+        if self._writer is not None:
+            self._writer.writerow([_csv_value(row.get(col, float("nan"))) for col in CSV_COLUMNS])
+            self._file.flush()
+        last = int(row["iteration"]) >= self.n_iterations
+        if not self.quiet and (self.verbose or last or now - self._last_print >= self.print_every_s):
+            self._last_print = now
+            print(self.format_line(row), file=self.stream, flush=True)
+
+    def format_line(self, row: dict[str, float]) -> str:
+        it = int(row["iteration"])
+        elapsed = row["wall_s"]
+        rate = row["env_steps"] / elapsed if elapsed > 0 else float("nan")
+        eta = (self.n_iterations - it) * (elapsed / it) if it > 0 else float("nan")
+        ret = row["mean_return"]
+        ret_s = f"{ret:9.1f} ({int(row['episodes'])} ep)" if not math.isnan(ret) else f"{'-':>9} (0 ep)"
+        std = row.get("policy_std", float("nan"))
+        std_s = f"std {std:.3f}" if not math.isnan(std) else "std -"
+        width = len(str(self.n_iterations))
+        line = (f"iter {it:>{width}}/{self.n_iterations} | steps {int(row['env_steps']):>11,} | return {ret_s} | "
+                f"{std_s} | {rate:,.0f} steps/s | ETA {_fmt_duration(eta) if not math.isnan(eta) else '-'}")
+        if self.verbose:
+            extras = ("critic_loss", "policy_loss", "variance_loss", "approx_kl", "adv_std")
+            line += " | " + " ".join(f"{k} {row[k]:.4g}" for k in extras if not math.isnan(row.get(k, math.nan)))
+        return line
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def summarize_returns(rows: list[dict[str, float]], last_k: int = 5) -> tuple[float, float]:
+    """(mean return over the last `last_k` iterations that finished episodes, best iteration return)."""
+    returns = [r["mean_return"] for r in rows if not math.isnan(r["mean_return"])]
+    if not returns:
+        return float("nan"), float("nan")
+    return float(np.mean(returns[-last_k:])), float(np.max(returns))
