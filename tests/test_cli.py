@@ -1,0 +1,94 @@
+"""Command line: flags and their original spellings, the run directory, and one-line errors for bad input."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ppocma_jax.cli import main, parse_args
+
+
+def test_run_py_spellings_and_dashed_spellings_parse_to_the_same_config():
+    _, cfg_a, hp_a = parse_args(["--env_name", "Pendulum-v1", "-m", "PPO", "-lr", "1e-3", "--ppo_epsilon", "0.1",
+                                 "--ppo_ent_l_w", "0.01", "--max_steps", "1e5", "--iter_steps", "2000",
+                                 "--batch_size", "128", "--history_buffer_size", "3", "--n_updates", "50"])
+    _, cfg_b, hp_b = parse_args(["--env", "gymnax/Pendulum-v1", "--mode", "PPO", "--learning-rate", "1e-3",
+                                 "--ppo-epsilon", "0.1", "--entropy-weight", "0.01", "--max-steps", "100000",
+                                 "--iter-steps", "2000", "--batch-size", "128", "--history-buffer-size", "3",
+                                 "--n-updates", "50"])
+    assert cfg_a == cfg_b and hp_a == hp_b
+    assert cfg_a.env == "gymnax/Pendulum-v1" and cfg_a.max_steps == 100_000 and cfg_a.batch_size == 128
+    assert hp_a.learning_rate == 1e-3 and hp_a.critic_learning_rate == 1e-3  # -lr sets both, as the original
+    assert hp_a.ppo_epsilon == 0.1 and hp_a.entropy_weight == 0.01
+    _, _, hp_c = parse_args(["-lr", "1e-3", "--critic-learning-rate", "2e-3"])
+    assert hp_c.critic_learning_rate == 2e-3
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--env_name", "-m", "-lr", "--learning_rate", "--ppo_epsilon", "--ppo_ent_l_w", "--max_steps",
+                 "--iter_steps", "--batch_size", "--history_buffer_size", "--n_updates", "--run_suffix", "--render",
+                 "--max-steps", "--learning-rate", "--seed", "--out", "--kernel-scale", "--n-envs"):
+        assert flag in out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--mode", "PPO-XYZ"], "choose from"),
+    (["--env", "gymnax/NoSuchEnv"], "valid: CartPole-v1"),
+    (["--env", "nosuite/Foo"], "valid suites"),
+    (["--env", "gymnax/CartPole-v1"], "needs continuous actions"),
+    (["--max-steps", "lots"], "not a number"),
+    (["--max-steps", "1.5"], "not a whole number"),
+    (["--n-envs", "0"], "n_envs must be a positive integer"),
+    (["--iter-steps", "1000", "--n-envs", "3"], "not divisible"),
+    (["--iter-steps", "4000", "--max-steps", "100"], "smaller than one iteration"),
+    (["--gamma", "1.5"], "gamma must be in [0, 1]"),
+    (["-lr", "nan"], "learning_rate must be finite"),
+    (["--activation", "sigmoid"], "valid: lrelu"),
+    (["--render"], "--render is not available yet"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys, tmp_path):
+    assert main(argv + ["--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m ppocma_jax: error:"), err
+    assert needle in err and "Traceback" not in err
+
+
+def test_bad_input_from_the_shell_has_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "ppocma_jax", "--env", "gymnax/Nope"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_list_envs(capsys):
+    assert main(["--list-envs"]) == 0
+    out = capsys.readouterr().out
+    assert "gymnax/Pendulum-v1" in out and "box(1) in [-2, 2]" in out and "discrete(2)" in out
+
+
+def test_short_run_writes_the_run_directory(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ppocma_jax", "--env", "gymnax/Pendulum-v1", "--max-steps", "1600", "--iter-steps",
+         "800", "--n-envs", "4", "--n-updates", "5", "--hidden-units", "16", "--pretrain-steps", "20",
+         "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "compiled in" in proc.stdout and "result: final mean return" in proc.stdout
+    assert "iter 2/2" in proc.stdout
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["env"] == "gymnax/Pendulum-v1" and saved["hparams"]["learning_rate"] == 5e-4
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [1, 2]
+    assert [int(r["env_steps"]) for r in rows] == [800, 1600]
+    for col in ("iteration", "env_steps", "wall_s", "mean_return", "episodes", "policy_std"):
+        assert col in rows[0]
+    assert int(rows[0]["episodes"]) == 4 and float(rows[0]["mean_return"]) < 0  # 200-step episodes: 4 envs
+    assert float(rows[1]["wall_s"]) >= float(rows[0]["wall_s"]) >= 0
+    assert (out / "final_state.msgpack").stat().st_size > 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["env_steps"] == 1600 and result["compile_s"] > 0
