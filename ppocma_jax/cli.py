@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from .config import MODES, Config, ConfigError, HParams, config_fields, hparams_fields, to_jsonable
+from .presets import DEFAULT_PRESET, PRESETS, preset_names
 
 PROG = "python -m ppocma_jax"
 
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output directory (default: runs/<mode>-<env>-<timestamp>[-<run_suffix>])")
     run.add_argument("--run_suffix", "--run-suffix", dest="run_suffix", default="",
                      help="suffix appended to the default output directory name (Run.py's switch)")
+    run.add_argument("--preset", default=None, metavar="NAME",
+                     help=f"named settings that flags override: {', '.join(preset_names())}, or none (default: "
+                          f"{DEFAULT_PRESET} when --env is not given, else none)")
     run.add_argument("--list-envs", "--list_envs", dest="list_envs", action="store_true",
                      help="print the available environments with observation and action sizes, then exit")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the final summary")
@@ -131,8 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config, HParams]:
     args = build_parser().parse_args(argv)
-    cfg_changes = {f.name: getattr(args, f.name) for f in config_fields() if getattr(args, f.name) is not None}
-    hp_changes = {f.name: getattr(args, f.name) for f in hparams_fields() if getattr(args, f.name) is not None}
+    preset_name = args.preset if args.preset is not None else (DEFAULT_PRESET if args.env is None else "none")
+    if preset_name != "none" and preset_name not in PRESETS:
+        raise CliError(f"unknown preset {preset_name!r}; valid: {', '.join(preset_names())}, none")
+    preset = PRESETS.get(preset_name, {})
+    args.preset = preset_name
+    hp_names = {f.name for f in hparams_fields()}
+    cfg_changes = {k: v for k, v in preset.items() if k not in hp_names}
+    hp_changes = {k: v for k, v in preset.items() if k in hp_names}
+    cfg_changes.update({f.name: getattr(args, f.name) for f in config_fields() if getattr(args, f.name) is not None})
+    hp_changes.update({f.name: getattr(args, f.name) for f in hparams_fields() if getattr(args, f.name) is not None})
     if "learning_rate" in hp_changes and "critic_learning_rate" not in hp_changes:
         hp_changes["critic_learning_rate"] = hp_changes["learning_rate"]  # the original used one rate for both
     if "env" in cfg_changes:
@@ -194,6 +206,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         f"{n_iter} iterations x {config.iter_steps} steps = {n_iter * config.iter_steps:,} env steps, "
         f"{config.n_envs} envs, minibatch {config.minibatch_size}, seed {config.seed}, {jax.device_count()} "
         f"{jax.default_backend()} device(s)")
+    if args.preset != "none":
+        say(f"preset {args.preset}: " + ", ".join(f"{k}={v}" for k, v in PRESETS[args.preset].items())
+            + " (flags override)")
     say(f"output: {out_dir}")
 
     train = jax.jit(make_train(config, on_iteration=monitor))

@@ -52,8 +52,9 @@ class Config:
     n_envs: int = _help("parallel environments stepped in lockstep (iter_steps must be divisible by it)",
                         default=16)
     action_repeat: int = _help("simulator steps per decision, rewards summed (the original used 2)", default=1)
-    batch_size: int = _help("minibatch size M (the effective size is min(samples per iteration, M))",
-                            default=2048)
+    batch_size: int = _help("minibatch size M (the effective size is min(samples per iteration, M)); 512 is the "
+                            "original Agent's default and the paper's tuned value (Run.py's CLI had 2048)",
+                            default=512)
     history_buffer_size: int = _help("H: iterations of data kept for the PPO-CMA variance update", default=9)
     n_updates: int = _help("minibatch steps per pass (critic, variance, mean / policy)", default=100)
     hidden_layers: int = _help("hidden layers of every network", default=2)
@@ -170,6 +171,14 @@ class HParams:
     def as_arrays(self) -> HParams:
         """Every field as a float32 array (what the compiled program consumes)."""
         return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.float32), self)
+
+    @staticmethod
+    def stack(settings: list[HParams]) -> HParams:
+        """Stack settings along a new leading axis: `jax.vmap(train, in_axes=(None, 0))(key, HParams.stack(...))`
+        trains them all in one program."""
+        if not settings:
+            raise ConfigError("HParams.stack needs at least one setting")
+        return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]), *settings)
 
     def validate(self) -> HParams:
         """Raise ConfigError on values that cannot train (checked on the host, before compiling)."""
