@@ -6,7 +6,7 @@ import pytest
 
 from ppocma_jax import METRIC_NAMES, MODES, Config, ConfigError, HParams, make_train
 
-TINY = dict(max_steps=1024, iter_steps=512, n_envs=8, n_updates=8, batch_size=64, hidden_units=16,
+TINY = dict(env="gymnax/Pendulum-v1", max_steps=1024, iter_steps=512, n_envs=8, n_updates=8, batch_size=64, hidden_units=16,
             pretrain_steps=20, history_buffer_size=3)
 
 
@@ -14,11 +14,21 @@ def tiny(**changes):
     return Config(**{**TINY, **changes})
 
 
+_COMPILED = {}
+
+
+def jitted(config):
+    """One jitted train per config for the whole module: compiling dominates these tests' time."""
+    if config not in _COMPILED:
+        _COMPILED[config] = jax.jit(make_train(config))
+    return _COMPILED[config]
+
+
 @pytest.mark.parametrize("mode,env", [(m, "gymnax/Pendulum-v1") for m in MODES] + [("PPO", "gymnax/CartPole-v1"),
                                                                                     ("PG", "gymnax/CartPole-v1")])
 def test_every_mode_runs_and_reports_metrics(mode, env):
-    train = jax.jit(make_train(tiny(mode=mode, env=env)))
-    state, metrics = train(jax.random.PRNGKey(0))
+    train = jitted(tiny(mode=mode, env=env))
+    state, metrics = train(jax.random.PRNGKey(0), HParams())
     assert set(metrics) == set(METRIC_NAMES)
     assert all(np.asarray(v).shape == (2,) for v in metrics.values())
     np.testing.assert_array_equal(np.asarray(metrics["env_steps"]), [512, 1024])
@@ -36,10 +46,10 @@ def test_every_mode_runs_and_reports_metrics(mode, env):
 
 
 def test_same_seed_same_result_other_seed_other_result():
-    train = jax.jit(make_train(tiny()))
-    _, m1 = train(jax.random.PRNGKey(3))
-    _, m2 = train(jax.random.PRNGKey(3))
-    _, m3 = train(jax.random.PRNGKey(4))
+    train = jitted(tiny())
+    _, m1 = train(jax.random.PRNGKey(3), HParams())
+    _, m2 = train(jax.random.PRNGKey(3), HParams())
+    _, m3 = train(jax.random.PRNGKey(4), HParams())
     for name in METRIC_NAMES:
         np.testing.assert_array_equal(np.asarray(m1[name]), np.asarray(m2[name]), err_msg=name)
     assert not np.array_equal(np.asarray(m1["critic_loss"]), np.asarray(m3["critic_loss"]))
@@ -55,10 +65,11 @@ def test_no_finished_episode_is_nan_not_zero():
 
 def test_hparams_are_dynamic_inputs_not_constants():
     """Changing a hyperparameter must not recompile and must change the result."""
-    train = jax.jit(make_train(tiny()))
+    train = jitted(tiny())
     _, a = train(jax.random.PRNGKey(0), HParams(learning_rate=1e-4))
+    compiled_programs = train._cache_size()
     _, b = train(jax.random.PRNGKey(0), HParams(learning_rate=3e-3))
-    assert train._cache_size() == 1
+    assert train._cache_size() == compiled_programs
     assert not np.array_equal(np.asarray(a["policy_loss"]), np.asarray(b["policy_loss"]))
 
 
@@ -77,8 +88,7 @@ def test_vmap_over_hparams_and_seeds_matches_single_runs():
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     _, batched = jax.jit(jax.vmap(train, in_axes=(0, 0)))(keys, settings)
     assert batched["policy_loss"].shape == (2, 2)
-    single = jax.jit(train)
-    _, second = single(keys[1], HParams(learning_rate=3e-3))
+    _, second = jitted(tiny())(keys[1], HParams(learning_rate=3e-3))
     np.testing.assert_allclose(np.asarray(batched["mean_return"][1]), np.asarray(second["mean_return"]),
                                rtol=1e-4)
     np.testing.assert_allclose(np.asarray(batched["critic_loss"][1]), np.asarray(second["critic_loss"]),
