@@ -237,10 +237,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         bad = int(np.asarray(metrics["iteration"])[np.argmin(finite)])
         result["nonfinite_at_iteration"] = bad
     (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    if finite.all():
-        from flax import serialization
+    from flax import serialization
 
-        (out_dir / "final_state.msgpack").write_bytes(serialization.to_bytes(jax.device_get(state)))
+    # With a NaN/Inf the compiled loop kept the last good state: save that one under a name that says so.
+    state_file = "final_state.msgpack" if finite.all() else "last_good_state.msgpack"
+    (out_dir / state_file).write_bytes(serialization.to_bytes(jax.device_get(state)))
 
     solved = SOLVED_AT.get(config.env)
     verdict = ""
@@ -250,8 +251,9 @@ def run(argv: Sequence[str] | None = None) -> int:
           f"{steps:,} env steps in {run_s:.1f} s ({steps / run_s:,.0f} steps/s) + {compile_s:.1f} s compile; "
           f"saved to {out_dir}")
     if not finite.all():
-        print(f"{PROG}: error: training produced NaN/Inf at iteration {result['nonfinite_at_iteration']}; "
-              "final state not saved", file=sys.stderr)
+        print(f"{PROG}: error: training produced NaN/Inf at iteration {result['nonfinite_at_iteration']} "
+              f"(losses or parameters); the state after iteration {result['nonfinite_at_iteration'] - 1} is saved "
+              f"as {out_dir / state_file}", file=sys.stderr)
         return 1
     return 0
 

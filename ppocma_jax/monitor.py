@@ -74,6 +74,8 @@ class RunMonitor:
         self.rows.append(row)
         if row.get("finite", 1) == 0 and self.first_nonfinite is None:
             self.first_nonfinite = int(row["iteration"])
+            print(f"warning: NaN/Inf in the update of iteration {self.first_nonfinite}: the update is discarded and "
+                  "the state stays at the last good iteration", file=sys.stderr, flush=True)
         if self._writer is not None:
             self._writer.writerow([_csv_value(row.get(col, float("nan"))) for col in CSV_COLUMNS])
             self._file.flush()

@@ -309,13 +309,22 @@ class Trainer:
             on_iteration: Callable[[dict], None] | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
         """`n_iterations` iterations as one lax.scan; `on_iteration(metrics)` runs on the host after each."""
 
-        def body(state, _):
-            state, metrics = self.iteration(state, hp)
+        first = state.iteration
+
+        def body(state, i):
+            new_state, metrics = self.iteration(state, hp)
+            # Rows are numbered by attempted iteration, so they stay unique after the guard below freezes the state.
+            metrics = dict(metrics, iteration=first + i + 1,
+                           env_steps=(first + i + 1) * jnp.int32(self.config.iter_steps))
+            # NaN/Inf guard: a non-finite update is discarded, so the carried state stays the last good one
+            # (and every later iteration reports finite=0); the host reports where it happened.
+            ok = metrics["finite"] == 1
+            state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
             if on_iteration is not None:
                 jax.debug.callback(on_iteration, metrics)
             return state, metrics
 
-        return jax.lax.scan(body, state, None, length=n_iterations)
+        return jax.lax.scan(body, state, jnp.arange(n_iterations, dtype=jnp.int32))
 
 
 def make_train(config: Config, on_iteration: Callable[[dict], None] | None = None

@@ -92,3 +92,15 @@ def test_short_run_writes_the_run_directory(tmp_path):
     assert (out / "final_state.msgpack").stat().st_size > 0
     result = json.loads((out / "result.json").read_text())
     assert result["env_steps"] == 1600 and result["compile_s"] > 0
+
+
+def test_nan_in_training_exits_1_names_the_iteration_and_keeps_the_last_good_state(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["--env", "gymnax/Pendulum-v1", "--max-steps", "1600", "--iter-steps", "800", "--n-envs", "4",
+                 "--n-updates", "5", "--hidden-units", "16", "--pretrain-steps", "20", "--critic-learning-rate",
+                 "1e30", "--quiet", "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "NaN/Inf at iteration 1" in err and "Traceback" not in err
+    assert (out / "last_good_state.msgpack").exists() and not (out / "final_state.msgpack").exists()
+    assert json.loads((out / "result.json").read_text())["nonfinite_at_iteration"] == 1

@@ -93,3 +93,16 @@ def test_vmap_over_hparams_and_seeds_matches_single_runs():
                                rtol=1e-4)
     np.testing.assert_allclose(np.asarray(batched["critic_loss"][1]), np.asarray(second["critic_loss"]),
                                rtol=1e-3)
+
+
+def test_nonfinite_update_is_detected_and_the_last_good_state_kept():
+    train = jax.jit(make_train(tiny(max_steps=2048)))
+    state, metrics = train(jax.random.PRNGKey(0), HParams(critic_learning_rate=1e30))
+    finite = np.asarray(metrics["finite"])
+    assert finite[-1] == 0
+    first_bad = int(np.argmin(finite))
+    assert np.all(finite[:first_bad] == 1) and np.all(finite[first_bad:] == 0)
+    np.testing.assert_array_equal(np.asarray(metrics["iteration"]), [1, 2, 3, 4])  # rows stay unique
+    assert int(state.iteration) == first_bad  # the state after the last good iteration
+    leaves = jax.tree.leaves((state.policy_params, state.critic_params, state.opt_states))
+    assert all(np.isfinite(np.asarray(x)).all() for x in leaves)
