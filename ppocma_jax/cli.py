@@ -194,9 +194,13 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     hparams.validate()
     trainer = Trainer.build(config)  # ConfigError / UnknownEnvError before any compilation
+    trainer.check_hparams(hparams)
     out_dir = Path(args.out) if args.out else default_out_dir(config, args.run_suffix)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(to_jsonable(config, hparams), indent=2) + "\n")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(to_jsonable(config, hparams), indent=2) + "\n")
+    except OSError as err:
+        raise CliError(f"cannot write the run directory {str(out_dir)!r}: {err.strerror or err}") from None
 
     n_iter = config.n_iterations
     monitor = RunMonitor(out_dir, n_iter, config.iter_steps, quiet=args.quiet, verbose=args.verbose)
@@ -209,6 +213,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.preset != "none":
         say(f"preset {args.preset}: " + ", ".join(f"{k}={v}" for k, v in PRESETS[args.preset].items())
             + " (flags override)")
+    if config.max_steps % config.iter_steps:
+        say(f"note: max_steps={config.max_steps} is not a multiple of iter_steps={config.iter_steps}; running "
+            f"{n_iter} whole iterations")
     say(f"output: {out_dir}")
 
     train = jax.jit(make_train(config, on_iteration=monitor))

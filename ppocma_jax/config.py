@@ -119,6 +119,8 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         if not isinstance(self.hidden_layers, int) or self.hidden_layers < 0:
             raise ConfigError(f"hidden_layers must be a non-negative integer, got {self.hidden_layers!r}")
         if self.activation not in ACTIVATIONS:

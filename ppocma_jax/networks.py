@@ -17,6 +17,14 @@ import jax.numpy as jnp
 
 MLPParams = list[dict[str, jax.Array]]
 
+# Full float32 matmuls: TPUs default to bf16 passes, and PPO ratios with the paper's tiny epsilon (0.0025) would
+# drown in that rounding. On CPU this changes nothing.
+_PRECISION = jax.lax.Precision.HIGHEST
+
+
+def _dense(h: jax.Array, layer: dict[str, jax.Array]) -> jax.Array:
+    return jnp.matmul(h, layer["w"], precision=_PRECISION) + layer["b"]
+
 
 def activation_fn(name: str):
     """The original's activations; its lrelu has negative slope 0.1."""
@@ -72,10 +80,10 @@ class MLP:
         inputs, h = [], x
         for layer in params[:-1]:
             inputs.append(h)
-            z = act(h @ layer["w"] + layer["b"])
+            z = act(_dense(h, layer))
             h = jnp.concatenate([h, z], axis=-1) if self.dense_skips else z
         inputs.append(h)
-        return inputs, h @ params[-1]["w"] + params[-1]["b"]
+        return inputs, _dense(h, params[-1])
 
     def apply(self, params: MLPParams, x: jax.Array) -> jax.Array:
         """Forward pass. x: [..., in_dim] -> [..., out_dim]."""
@@ -88,9 +96,9 @@ class MLP:
         h = x
         act = activation_fn(self.activation)
         for i, layer in enumerate(params):
-            b = -jnp.mean(h, axis=0) @ layer["w"]
+            b = -jnp.matmul(jnp.mean(h, axis=0), layer["w"], precision=_PRECISION)
             new_params.append({"w": layer["w"], "b": b})
             if i < len(params) - 1:
-                z = act(h @ layer["w"] + b)
+                z = act(_dense(h, {"w": layer["w"], "b": b}))
                 h = jnp.concatenate([h, z], axis=-1) if self.dense_skips else z
         return new_params

@@ -11,11 +11,13 @@ One iteration (spec §3.1, with the fixed-length-rollout adjustments of pitfalls
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from . import losses
@@ -87,17 +89,50 @@ class Trainer:
         if spec.discrete and config.is_cma:
             raise ConfigError(f"mode {config.mode} needs continuous actions but {spec.name} has {spec.action_dim} "
                               "discrete actions; use --mode PPO, PG or PG-pos")
-        if not spec.discrete:
+        if spec.discrete:
+            if config.initial_mean is not None or config.initial_std is not None:
+                raise ConfigError(f"initial_mean / initial_std are for continuous actions; {spec.name} is discrete")
+        else:
+            low, high = spec.low_high()
             for name, value in (("initial_mean", config.initial_mean), ("initial_std", config.initial_std)):
                 if value is not None and len(value) != spec.action_dim:
                     raise ConfigError(f"{name} has {len(value)} values but {spec.name} has {spec.action_dim} "
                                       "action dimensions")
+                if value is not None and not all(math.isfinite(v) for v in value):
+                    raise ConfigError(f"{name} must be finite, got {value}")
+            if config.initial_mean is not None and not all(lo < m < hi for m, lo, hi in
+                                                           zip(config.initial_mean, low, high)):
+                raise ConfigError(f"initial_mean {config.initial_mean} must lie strictly inside the action box "
+                                  f"[{list(map(float, low))}, {list(map(float, high))}] (the mean is soft-clipped)")
             if config.initial_std is not None and min(config.initial_std) <= 0:
                 raise ConfigError(f"initial_std must be > 0, got {config.initial_std}")
         policy = Policy.from_config(config, spec)
         critic = MLP(spec.obs_dim + 1, 1, config.hidden_layers, config.hidden_units, config.activation,
                      config.dense_skips, config.init)
         return Trainer(config, env, policy, critic)
+
+    def check_hparams(self, hp: HParams) -> None:
+        """Host-side checks of concrete hyperparameters against this env (ConfigError, one line).
+
+        Skipped for traced values (inside jit/vmap); the CLI always runs it."""
+        try:
+            values = {name: np.asarray(getattr(hp, name), np.float64) for name in ("sigma_min", "sigma_max_scale")}
+        except jax.errors.TracerArrayConversionError:
+            return
+        hp.validate()
+        if self.policy.discrete:
+            return
+        low, high = self.env.spec.low_high()
+        sigma_max = values["sigma_max_scale"][..., None] * (high - low)
+        sigma_min = values["sigma_min"][..., None]
+        if np.any(sigma_min >= sigma_max):
+            raise ConfigError(f"sigma_min={hp.sigma_min} must be below sigma_max = sigma_max_scale x action range = "
+                              f"{np.min(sigma_max):g} for {self.env.spec.name}")
+        std0 = np.asarray(self.policy.initial_std)
+        if np.any(std0 <= sigma_min) or np.any(std0 >= sigma_max):
+            raise ConfigError(f"initial_std {tuple(map(float, std0))} must lie strictly between sigma_min "
+                              f"({hp.sigma_min}) and sigma_max ({np.min(sigma_max):g}): the policy cannot "
+                              "represent it otherwise")
 
     # ---------------------------------------------------------------- init
     def init_state(self, key: jax.Array, hp: HParams) -> TrainState:
@@ -186,7 +221,8 @@ class Trainer:
     # ---------------------------------------------------------------- critic + GAE
     def _critic_inputs(self, scaler: ScalerState, obs: jax.Array, time: jax.Array, hp: HParams) -> jax.Array:
         """[scaled obs, time_scale * decision index] (spec §4; the policy never sees the time feature)."""
-        feature = hp.critic_time_scale * time.astype(jnp.float32)
+        # The original forces the time feature to 0 when gamma = 0 (bandit problems: time carries no value).
+        feature = jnp.where(hp.gamma > 0, hp.critic_time_scale, 0.0) * time.astype(jnp.float32)
         return jnp.concatenate([scaler_apply(scaler, obs), feature[..., None]], axis=-1)
 
     def _critic_and_advantages(self, state: TrainState, scaler: ScalerState, traj: Transition, key: jax.Array,
@@ -310,21 +346,28 @@ class Trainer:
         """`n_iterations` iterations as one lax.scan; `on_iteration(metrics)` runs on the host after each."""
 
         first = state.iteration
+        metric_shapes = jax.eval_shape(self.iteration, state, hp)[1]
 
-        def body(state, i):
-            new_state, metrics = self.iteration(state, hp)
-            # Rows are numbered by attempted iteration, so they stay unique after the guard below freezes the state.
+        def halted(state):
+            # After a NaN/Inf the run stops: no more work, metrics say finite=0.
+            return state, {k: jnp.full(v.shape, jnp.nan if jnp.issubdtype(v.dtype, jnp.floating) else 0, v.dtype)
+                           for k, v in metric_shapes.items()}
+
+        def body(carry, i):
+            state, failed = carry
+            new_state, metrics = jax.lax.cond(failed, halted, lambda s: self.iteration(s, hp), state)
+            # Rows are numbered by attempted iteration, so they stay unique after a halt.
             metrics = dict(metrics, iteration=first + i + 1,
                            env_steps=(first + i + 1) * jnp.int32(self.config.iter_steps))
-            # NaN/Inf guard: a non-finite update is discarded, so the carried state stays the last good one
-            # (and every later iteration reports finite=0); the host reports where it happened.
+            # NaN/Inf guard: a non-finite update is discarded, so the carried state stays the last good one.
             ok = metrics["finite"] == 1
             state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
             if on_iteration is not None:
-                jax.debug.callback(on_iteration, metrics)
-            return state, metrics
+                jax.debug.callback(on_iteration, metrics, ordered=True)
+            return (state, failed | ~ok), metrics
 
-        return jax.lax.scan(body, state, jnp.arange(n_iterations, dtype=jnp.int32))
+        (state, _), metrics = jax.lax.scan(body, (state, jnp.array(False)), jnp.arange(n_iterations, dtype=jnp.int32))
+        return state, metrics
 
 
 def make_train(config: Config, on_iteration: Callable[[dict], None] | None = None
@@ -338,7 +381,9 @@ def make_train(config: Config, on_iteration: Callable[[dict], None] | None = Non
     trainer = Trainer.build(config)
 
     def train(key: jax.Array, hparams: HParams | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
-        hp = (hparams if hparams is not None else HParams()).as_arrays()
+        hparams = hparams if hparams is not None else HParams()
+        trainer.check_hparams(hparams)  # concrete values only; a no-op under jit / vmap tracing
+        hp = hparams.as_arrays()
         state = trainer.init_state(key, hp)
         return trainer.run(state, hp, config.n_iterations, on_iteration)
 

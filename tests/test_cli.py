@@ -51,6 +51,12 @@ def test_help_documents_every_flag(capsys):
     (["-lr", "nan"], "learning_rate must be finite"),
     (["--activation", "sigmoid"], "valid: lrelu"),
     (["--render"], "--render is not available yet"),
+    (["--seed", "-1"], "seed must be an integer in [0, 2**32)"),
+    (["--env", "gymnax/Pendulum-v1", "--initial-mean", "5"], "strictly inside the action box"),
+    (["--env", "gymnax/Pendulum-v1", "--initial-std", "nan"], "initial_std must be finite"),
+    (["--env", "gymnax/Pendulum-v1", "--sigma-min", "5"], "sigma_min=5.0 must be below sigma_max"),
+    (["--env", "gymnax/CartPole-v1", "--mode", "PPO", "--initial-std", "1"], "for continuous actions"),
+    (["--preset", "nonsense"], "unknown preset"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys, tmp_path):
     assert main(argv + ["--out", str(tmp_path / "run")]) == 2
@@ -104,3 +110,11 @@ def test_nan_in_training_exits_1_names_the_iteration_and_keeps_the_last_good_sta
     assert "NaN/Inf at iteration 1" in err and "Traceback" not in err
     assert (out / "last_good_state.msgpack").exists() and not (out / "final_state.msgpack").exists()
     assert json.loads((out / "result.json").read_text())["nonfinite_at_iteration"] == 1
+
+
+def test_unwritable_output_directory_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["--env", "gymnax/Pendulum-v1", "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write the run directory" in err

@@ -43,8 +43,9 @@ def make_env(name: str, action_repeat: int = 1) -> Env:
             raise UnknownEnvError(f"unknown gymnax env {env_name!r}; valid: {', '.join(valid)}")
         try:
             env: Env = GymnaxEnv(env_name)
-        except ValueError as err:
-            raise UnknownEnvError(str(err)) from None
+        except Exception as err:  # e.g. an env that downloads data at construction, offline
+            raise UnknownEnvError(f"cannot build gymnax/{env_name}: {type(err).__name__}: "
+                                  f"{str(err).splitlines()[0] if str(err) else ''}") from None
     else:  # pragma: no cover - guarded by _split
         raise UnknownEnvError(f"unknown suite {suite!r}")
     return ActionRepeat(env, action_repeat) if action_repeat > 1 else env

@@ -58,8 +58,8 @@ class GymnaxEnv:
         obs, state, reward, terminated, truncated, info = self._env.step(key, state, self._action(action),
                                                                          self._params)
         # A step can be both terminated and truncated (end condition on the last allowed step): termination wins.
-        terminated = jnp.asarray(terminated, bool)
-        truncated = jnp.logical_and(jnp.asarray(truncated, bool), ~terminated)
+        terminated = jnp.asarray(terminated, bool).reshape(())
+        truncated = jnp.logical_and(jnp.asarray(truncated, bool).reshape(()), ~terminated)
         return state, StepResult(
             obs=jnp.ravel(obs).astype(jnp.float32),
             reward=jnp.asarray(reward, jnp.float32).reshape(()),
