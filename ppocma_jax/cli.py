@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
                           f"{DEFAULT_PRESET} when --env is not given, else none)")
     run.add_argument("--list-envs", "--list_envs", dest="list_envs", action="store_true",
                      help="print the available environments with observation and action sizes, then exit")
+    run.add_argument("--resume", default=None, metavar="RUN_DIR",
+                     help="continue the run in RUN_DIR from its newest checkpoint (same config; --max-steps may grow)")
+    run.add_argument("--checkpoint-every", "--checkpoint_every", dest="checkpoint_every", type=_int, default=25,
+                     metavar="K", help="save the full train state every K iterations and at the end; 0: only at "
+                                       "the end (default: 25)")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the final summary")
     run.add_argument("--verbose", action="store_true", help="print every iteration with losses (Run.py's switch)")
     run.add_argument("--render", action="store_true",
@@ -178,6 +183,41 @@ def list_envs_text() -> str:
     return "\n".join(lines)
 
 
+def _load_run_config(run_dir: Path) -> tuple[Config, HParams]:
+    from .config import from_jsonable
+
+    path = run_dir / "config.json"
+    try:
+        return from_jsonable(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise CliError(f"cannot resume {str(run_dir)!r}: no config.json there (not a run directory?)") from None
+    except (ValueError, TypeError, KeyError) as err:
+        raise CliError(f"cannot resume {str(run_dir)!r}: unreadable config.json ({err})") from None
+
+
+def _prepare_run_dir(args: argparse.Namespace, config: Config, hparams: HParams, argv: Sequence[str] | None
+                     ) -> tuple[Path, Config, HParams, bool]:
+    """New run: create the directory and write config.json. --resume: read it back (only --max-steps may change)."""
+    if args.resume:
+        run_dir = Path(args.resume)
+        given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("-")}
+        allowed = {"--resume", "--max-steps", "--max_steps", "--quiet", "-q", "--verbose", "--checkpoint-every",
+                   "--checkpoint_every"}
+        if given - allowed:
+            raise CliError(f"--resume continues the run as configured in its config.json; only --max-steps, "
+                           f"--checkpoint-every, --quiet and --verbose may be given with it (got "
+                           f"{', '.join(sorted(given - allowed))})")
+        saved_config, saved_hparams = _load_run_config(run_dir)
+        if args.max_steps is not None:
+            saved_config = saved_config.replace(max_steps=args.max_steps)
+        return run_dir, saved_config, saved_hparams, True
+    run_dir = Path(args.out) if args.out else default_out_dir(config, args.run_suffix)
+    if (run_dir / "config.json").exists():
+        raise CliError(f"{str(run_dir)!r} already holds a run; continue it with --resume {run_dir} or choose "
+                       "another --out")
+    return run_dir, config, hparams, False
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     args, config, hparams = parse_args(argv)
     if args.list_envs:
@@ -185,32 +225,38 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.render:
         raise CliError("--render is not available yet: rendering arrives with deterministic evaluation")
+    if args.checkpoint_every < 0:
+        raise CliError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+
+    out_dir, config, hparams, resuming = _prepare_run_dir(args, config, hparams, argv)
 
     import jax
+    import jax.numpy as jnp
     import numpy as np
 
+    from .checkpoint import Checkpointer
     from .monitor import RunMonitor, summarize_returns
-    from .train import Trainer, make_train
+    from .train import Trainer
 
+    config.validate()
     hparams.validate()
     trainer = Trainer.build(config)  # ConfigError / UnknownEnvError before any compilation
     trainer.check_hparams(hparams)
-    out_dir = Path(args.out) if args.out else default_out_dir(config, args.run_suffix)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(to_jsonable(config, hparams), indent=2) + "\n")
-    except OSError as err:
-        raise CliError(f"cannot write the run directory {str(out_dir)!r}: {err.strerror or err}") from None
+    if not resuming:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "config.json").write_text(json.dumps(to_jsonable(config, hparams), indent=2) + "\n")
+        except OSError as err:
+            raise CliError(f"cannot write the run directory {str(out_dir)!r}: {err.strerror or err}") from None
 
     n_iter = config.n_iterations
-    monitor = RunMonitor(out_dir, n_iter, config.iter_steps, quiet=args.quiet, verbose=args.verbose)
     say = (lambda *a, **k: None) if args.quiet else print
     say(f"{config.mode} on {config.env} ({trainer.env.spec.obs_dim}-d obs, "
         f"{'discrete ' if trainer.env.spec.discrete else ''}{trainer.env.spec.action_dim} actions): "
         f"{n_iter} iterations x {config.iter_steps} steps = {n_iter * config.iter_steps:,} env steps, "
         f"{config.n_envs} envs, minibatch {config.minibatch_size}, seed {config.seed}, {jax.device_count()} "
         f"{jax.default_backend()} device(s)")
-    if args.preset != "none":
+    if args.preset != "none" and not resuming:
         say(f"preset {args.preset}: " + ", ".join(f"{k}={v}" for k, v in PRESETS[args.preset].items())
             + " (flags override)")
     if config.max_steps % config.iter_steps:
@@ -218,49 +264,63 @@ def run(argv: Sequence[str] | None = None) -> int:
             f"{n_iter} whole iterations")
     say(f"output: {out_dir}")
 
-    train = jax.jit(make_train(config, on_iteration=monitor))
+    hp = hparams.as_arrays()
     key = jax.random.PRNGKey(config.seed)
-    say("compiling ...", flush=True)
+    checkpointer = Checkpointer(out_dir)
     t_compile = time.perf_counter()
-    compiled = train.lower(key, hparams).compile()
+    if resuming:
+        latest = checkpointer.latest_iteration()
+        if latest is None:
+            raise CliError(f"cannot resume {str(out_dir)!r}: it has no checkpoint yet")
+        state = checkpointer.restore(jax.eval_shape(trainer.init_state, key, hp), latest)
+        say(f"resuming from the checkpoint after iteration {latest}")
+    else:
+        say("compiling and initialising the policy ...", flush=True)
+        state = jax.jit(trainer.init_state)(key, hp)
+    start_iteration = int(state.iteration)
+    monitor = RunMonitor(out_dir, n_iter, config.iter_steps, quiet=args.quiet, verbose=args.verbose,
+                         resume_after=start_iteration if resuming else None)
+
+    # One compiled chunk of `chunk` iterations serves every chunk (the last one skips what is past n_iter).
+    chunk = max(1, min(args.checkpoint_every or n_iter, n_iter))
+    run_chunk = jax.jit(lambda st, h, limit: trainer.run(st, h, chunk, monitor, limit), donate_argnums=0)
+    limit = jnp.int32(n_iter)
+    compiled = run_chunk.lower(state, hp, limit).compile()
     compile_s = time.perf_counter() - t_compile
     say(f"compiled in {compile_s:.1f} s")
 
     monitor.start()
     t_run = time.perf_counter()
     try:
-        state, metrics = compiled(key, hparams)
-        jax.block_until_ready(metrics)
+        while int(state.iteration) < n_iter and monitor.first_nonfinite is None:
+            state, _ = compiled(state, hp, limit)
+            jax.block_until_ready(state)
+            checkpointer.save(int(state.iteration), state)  # after a NaN this is the last good state
     finally:
         monitor.close()
+        checkpointer.close()
     run_s = time.perf_counter() - t_run
-    steps = int(np.asarray(metrics["env_steps"])[-1])
+    steps = int(state.env_steps)
+    steps_run = (int(state.iteration) - start_iteration) * config.iter_steps
 
     final, best = summarize_returns(monitor.rows)
     result = {"final_return": final, "best_return": best, "env_steps": steps, "compile_s": round(compile_s, 2),
-              "run_s": round(run_s, 2), "steps_per_s": round(steps / run_s, 1)}
-    finite = np.asarray(metrics["finite"])
-    if not finite.all():
-        bad = int(np.asarray(metrics["iteration"])[np.argmin(finite)])
-        result["nonfinite_at_iteration"] = bad
+              "run_s": round(run_s, 2), "steps_per_s": round(steps_run / max(run_s, 1e-9), 1)}
+    if monitor.first_nonfinite is not None:
+        result["nonfinite_at_iteration"] = monitor.first_nonfinite
     (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    from flax import serialization
-
-    # With a NaN/Inf the compiled loop kept the last good state: save that one under a name that says so.
-    state_file = "final_state.msgpack" if finite.all() else "last_good_state.msgpack"
-    (out_dir / state_file).write_bytes(serialization.to_bytes(jax.device_get(state)))
 
     solved = SOLVED_AT.get(config.env)
     verdict = ""
     if solved is not None and not math.isnan(final):
         verdict = f" ({'solved' if final >= solved else 'not solved'}: threshold {solved:g})"
     print(f"result: final mean return {final:.1f} (last 5 iterations with episodes), best {best:.1f}{verdict}; "
-          f"{steps:,} env steps in {run_s:.1f} s ({steps / run_s:,.0f} steps/s) + {compile_s:.1f} s compile; "
-          f"saved to {out_dir}")
-    if not finite.all():
-        print(f"{PROG}: error: training produced NaN/Inf at iteration {result['nonfinite_at_iteration']} "
-              f"(losses or parameters); the state after iteration {result['nonfinite_at_iteration'] - 1} is saved "
-              f"as {out_dir / state_file}", file=sys.stderr)
+          f"{steps_run:,} env steps in {run_s:.1f} s ({result['steps_per_s']:,.0f} steps/s) + {compile_s:.1f} s "
+          f"compile; saved to {out_dir}")
+    if monitor.first_nonfinite is not None:
+        print(f"{PROG}: error: training produced NaN/Inf at iteration {monitor.first_nonfinite} (losses or "
+              f"parameters); the last good state (after iteration {int(state.iteration)}) is the newest checkpoint "
+              f"in {checkpointer.directory}", file=sys.stderr)
         return 1
     return 0
 

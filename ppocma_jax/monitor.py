@@ -42,7 +42,11 @@ class RunMonitor:
     """Callable sink: `monitor(metrics)` for each iteration, in order."""
 
     def __init__(self, out_dir: Path | None, n_iterations: int, iter_steps: int, quiet: bool = False,
-                 verbose: bool = False, stream: TextIO | None = None, print_every_s: float = 1.0):
+                 verbose: bool = False, stream: TextIO | None = None, print_every_s: float = 1.0,
+                 resume_after: int | None = None):
+        """resume_after=K continues an existing metrics.csv: rows after iteration K (work lost when the run was
+        killed after its last checkpoint) are dropped, so the file has no gaps and no duplicate iterations, and
+        wall_s continues from the last kept row."""
         self.n_iterations = n_iterations
         self.iter_steps = iter_steps
         self.quiet = quiet
@@ -53,13 +57,25 @@ class RunMonitor:
         self.t0: float | None = None
         self._last_print = -math.inf
         self.first_nonfinite: int | None = None
+        self.first_iteration: int | None = None
         self._file = None
         self._writer = None
+        self.wall_offset = 0.0
+        if resume_after is not None and out_dir is not None:
+            self.rows = [row for row in read_metrics_csv(Path(out_dir) / "metrics.csv")
+                         if row["iteration"] <= resume_after]
+            self.wall_offset = self.rows[-1]["wall_s"] if self.rows else 0.0
         if out_dir is not None:
-            self._file = open(Path(out_dir) / "metrics.csv", "w", newline="")
+            path = Path(out_dir) / "metrics.csv"
+            tmp = path.with_suffix(".csv.tmp")
+            with open(tmp, "w", newline="") as fh:  # rewrite atomically: header plus the rows kept on resume
+                writer = csv.writer(fh)
+                writer.writerow(CSV_COLUMNS)
+                for row in self.rows:
+                    writer.writerow([_csv_value(row.get(col, float("nan"))) for col in CSV_COLUMNS])
+            tmp.replace(path)
+            self._file = open(path, "a", newline="")
             self._writer = csv.writer(self._file)
-            self._writer.writerow(CSV_COLUMNS)
-            self._file.flush()
 
     def start(self) -> None:
         """Call right before the compiled program starts: wall_s counts from here (compile excluded)."""
@@ -70,7 +86,9 @@ class RunMonitor:
         if self.t0 is None:
             self.t0 = now
         row = {name: float(np.asarray(value)) for name, value in metrics.items()}
-        row["wall_s"] = now - self.t0
+        if self.first_iteration is None:
+            self.first_iteration = int(row["iteration"])
+        row["wall_s"] = self.wall_offset + now - self.t0
         self.rows.append(row)
         if row.get("finite", 1) == 0 and self.first_nonfinite is None:
             self.first_nonfinite = int(row["iteration"])
@@ -86,9 +104,10 @@ class RunMonitor:
 
     def format_line(self, row: dict[str, float]) -> str:
         it = int(row["iteration"])
-        elapsed = row["wall_s"]
-        rate = row["env_steps"] / elapsed if elapsed > 0 else float("nan")
-        eta = (self.n_iterations - it) * (elapsed / it) if it > 0 else float("nan")
+        elapsed = row["wall_s"] - self.wall_offset
+        done_here = it - self.first_iteration + 1
+        rate = done_here * self.iter_steps / elapsed if elapsed > 0 else float("nan")
+        eta = (self.n_iterations - it) * (elapsed / done_here) if done_here > 0 else float("nan")
         ret = row["mean_return"]
         ret_s = f"{ret:9.1f} ({int(row['episodes'])} ep)" if not math.isnan(ret) else f"{'-':>9} (0 ep)"
         std = row.get("policy_std", float("nan"))
@@ -113,3 +132,11 @@ def summarize_returns(rows: list[dict[str, float]], last_k: int = 5) -> tuple[fl
     if not returns:
         return float("nan"), float("nan")
     return float(np.mean(returns[-last_k:])), float(np.max(returns))
+
+
+def read_metrics_csv(path: Path) -> list[dict[str, float]]:
+    """Rows of a metrics.csv as floats (empty cells -> NaN)."""
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as fh:
+        return [{k: float(v) if v != "" else float("nan") for k, v in row.items()} for row in csv.DictReader(fh)]

@@ -342,28 +342,37 @@ class Trainer:
 
     # ---------------------------------------------------------------- whole run
     def run(self, state: TrainState, hp: HParams, n_iterations: int,
-            on_iteration: Callable[[dict], None] | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
-        """`n_iterations` iterations as one lax.scan; `on_iteration(metrics)` runs on the host after each."""
+            on_iteration: Callable[[dict], None] | None = None, limit: jax.Array | int | None = None
+            ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """`n_iterations` iterations as one lax.scan; `on_iteration(metrics)` runs on the host after each.
 
+        `limit` (optional, may be traced) is the total iteration count at which to stop: iterations past it are
+        skipped, so one compiled chunk of fixed length serves every chunk of a checkpointed run, the last included.
+        After a NaN/Inf the remaining iterations are skipped too and report finite=0.
+        """
         first = state.iteration
         metric_shapes = jax.eval_shape(self.iteration, state, hp)[1]
 
-        def halted(state):
-            # After a NaN/Inf the run stops: no more work, metrics say finite=0.
+        def skipped(state):
             return state, {k: jnp.full(v.shape, jnp.nan if jnp.issubdtype(v.dtype, jnp.floating) else 0, v.dtype)
                            for k, v in metric_shapes.items()}
 
+        def run_iteration(state):
+            new_state, metrics = self.iteration(state, hp)
+            if on_iteration is not None:
+                jax.debug.callback(on_iteration, metrics, ordered=True)
+            return new_state, metrics
+
         def body(carry, i):
             state, failed = carry
-            new_state, metrics = jax.lax.cond(failed, halted, lambda s: self.iteration(s, hp), state)
+            past_limit = jnp.array(False) if limit is None else first + i >= limit
+            new_state, metrics = jax.lax.cond(failed | past_limit, skipped, run_iteration, state)
             # Rows are numbered by attempted iteration, so they stay unique after a halt.
             metrics = dict(metrics, iteration=first + i + 1,
                            env_steps=(first + i + 1) * jnp.int32(self.config.iter_steps))
             # NaN/Inf guard: a non-finite update is discarded, so the carried state stays the last good one.
-            ok = metrics["finite"] == 1
+            ok = (metrics["finite"] == 1) | past_limit
             state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
-            if on_iteration is not None:
-                jax.debug.callback(on_iteration, metrics, ordered=True)
             return (state, failed | ~ok), metrics
 
         (state, _), metrics = jax.lax.scan(body, (state, jnp.array(False)), jnp.arange(n_iterations, dtype=jnp.int32))

@@ -95,7 +95,7 @@ def test_short_run_writes_the_run_directory(tmp_path):
         assert col in rows[0]
     assert int(rows[0]["episodes"]) == 4 and float(rows[0]["mean_return"]) < 0  # 200-step episodes: 4 envs
     assert float(rows[1]["wall_s"]) >= float(rows[0]["wall_s"]) >= 0
-    assert (out / "final_state.msgpack").stat().st_size > 0
+    assert (out / "checkpoints" / "2" / "commit_success.txt").exists()  # the final full state
     result = json.loads((out / "result.json").read_text())
     assert result["env_steps"] == 1600 and result["compile_s"] > 0
 
@@ -107,8 +107,9 @@ def test_nan_in_training_exits_1_names_the_iteration_and_keeps_the_last_good_sta
                  "1e30", "--quiet", "--out", str(out)])
     assert code == 1
     err = capsys.readouterr().err
-    assert "NaN/Inf at iteration 1" in err and "Traceback" not in err
-    assert (out / "last_good_state.msgpack").exists() and not (out / "final_state.msgpack").exists()
+    assert "NaN/Inf at iteration 1" in err and "last good state (after iteration 0)" in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["0"]  # the last good state
     assert json.loads((out / "result.json").read_text())["nonfinite_at_iteration"] == 1
 
 
