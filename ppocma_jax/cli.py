@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", "--checkpoint_every", dest="checkpoint_every", type=_int, default=25,
                      metavar="K", help="save the full train state every K iterations and at the end; 0: only at "
                                        "the end (default: 25)")
+    run.add_argument("--tensorboard", action="store_true",
+                     help="also log every metric to RUN_DIR/tensorboard (needs tensorboardX)")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the final summary")
     run.add_argument("--verbose", action="store_true", help="print every iteration with losses (Run.py's switch)")
     run.add_argument("--render", action="store_true",
@@ -190,9 +192,9 @@ def _load_run_config(run_dir: Path) -> tuple[Config, HParams]:
     try:
         return from_jsonable(json.loads(path.read_text()))
     except FileNotFoundError:
-        raise CliError(f"cannot resume {str(run_dir)!r}: no config.json there (not a run directory?)") from None
+        raise CliError(f"{str(run_dir)!r} is not a run directory: no config.json there") from None
     except (ValueError, TypeError, KeyError) as err:
-        raise CliError(f"cannot resume {str(run_dir)!r}: unreadable config.json ({err})") from None
+        raise CliError(f"{str(run_dir)!r} has an unreadable config.json ({err})") from None
 
 
 def _prepare_run_dir(args: argparse.Namespace, config: Config, hparams: HParams, argv: Sequence[str] | None
@@ -202,7 +204,7 @@ def _prepare_run_dir(args: argparse.Namespace, config: Config, hparams: HParams,
         run_dir = Path(args.resume)
         given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("-")}
         allowed = {"--resume", "--max-steps", "--max_steps", "--quiet", "-q", "--verbose", "--checkpoint-every",
-                   "--checkpoint_every"}
+                   "--checkpoint_every", "--tensorboard"}
         if given - allowed:
             raise CliError(f"--resume continues the run as configured in its config.json; only --max-steps, "
                            f"--checkpoint-every, --quiet and --verbose may be given with it (got "
@@ -228,6 +230,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.checkpoint_every < 0:
         raise CliError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
 
+    if args.tensorboard:
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError:
+            raise CliError("--tensorboard needs tensorboardX: pip install tensorboardX") from None
     out_dir, config, hparams, resuming = _prepare_run_dir(args, config, hparams, argv)
 
     import jax
@@ -279,7 +286,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         state = jax.jit(trainer.init_state)(key, hp)
     start_iteration = int(state.iteration)
     monitor = RunMonitor(out_dir, n_iter, config.iter_steps, quiet=args.quiet, verbose=args.verbose,
-                         resume_after=start_iteration if resuming else None)
+                         resume_after=start_iteration if resuming else None, tensorboard=args.tensorboard)
 
     # One compiled chunk of `chunk` iterations serves every chunk (the last one skips what is past n_iter).
     chunk = max(1, min(args.checkpoint_every or n_iter, n_iter))
@@ -309,6 +316,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     if monitor.first_nonfinite is not None:
         result["nonfinite_at_iteration"] = monitor.first_nonfinite
     (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    from .plot import plot_runs
+
+    plot_runs([out_dir], out_dir / "curve.png", title=f"{config.mode} on {config.env}")
 
     solved = SOLVED_AT.get(config.env)
     verdict = ""

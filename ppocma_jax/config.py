@@ -69,6 +69,9 @@ class Config:
     pretrain_steps: int = _help("Adam steps of the policy pre-training to the initial Gaussian", default=2000)
     adv_norm: str = _help("advantage normalisation: std (original, no centring) or meanstd (PPO mode only)",
                           default="std")
+    eval_every: int = _help("deterministic evaluation (mean action) every K iterations and at the end, logged "
+                            "as eval_return; 0: off", default=10)
+    eval_episodes: int = _help("episodes per deterministic evaluation, on separate env instances", default=8)
     initial_mean: tuple[float, ...] | None = _help("initial action mean per dimension (default: centre of the "
                                                    "action box)", default=None)
     initial_std: tuple[float, ...] | None = _help("initial action std per dimension (default: half the range)",
@@ -119,6 +122,10 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ConfigError(f"eval_every must be a non-negative integer, got {self.eval_every!r}")
+        if not isinstance(self.eval_episodes, int) or self.eval_episodes <= 0:
+            raise ConfigError(f"eval_episodes must be a positive integer, got {self.eval_episodes!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         if not isinstance(self.hidden_layers, int) or self.hidden_layers < 0:

@@ -7,6 +7,7 @@ its rows) and prints a progress line (throttled so that printing never dominates
 from __future__ import annotations
 
 import csv
+import json
 import math
 import sys
 import time
@@ -43,7 +44,7 @@ class RunMonitor:
 
     def __init__(self, out_dir: Path | None, n_iterations: int, iter_steps: int, quiet: bool = False,
                  verbose: bool = False, stream: TextIO | None = None, print_every_s: float = 1.0,
-                 resume_after: int | None = None):
+                 resume_after: int | None = None, tensorboard: bool = False):
         """resume_after=K continues an existing metrics.csv: rows after iteration K (work lost when the run was
         killed after its last checkpoint) are dropped, so the file has no gaps and no duplicate iterations, and
         wall_s continues from the last kept row."""
@@ -76,6 +77,19 @@ class RunMonitor:
             tmp.replace(path)
             self._file = open(path, "a", newline="")
             self._writer = csv.writer(self._file)
+            jsonl = Path(out_dir) / "metrics.jsonl"
+            with open(jsonl.with_suffix(".jsonl.tmp"), "w") as fh:
+                for row in self.rows:
+                    fh.write(_json_line(row))
+            jsonl.with_suffix(".jsonl.tmp").replace(jsonl)
+            self._jsonl = open(jsonl, "a")
+        self._tb = None
+        if tensorboard and out_dir is not None:
+            from tensorboardX import SummaryWriter
+
+            # purge_step drops events of iterations after the checkpoint we resume from
+            self._tb = SummaryWriter(str(Path(out_dir) / "tensorboard"),
+                                     purge_step=None if resume_after is None else resume_after + 1)
 
     def start(self) -> None:
         """Call right before the compiled program starts: wall_s counts from here (compile excluded)."""
@@ -97,8 +111,16 @@ class RunMonitor:
         if self._writer is not None:
             self._writer.writerow([_csv_value(row.get(col, float("nan"))) for col in CSV_COLUMNS])
             self._file.flush()
+            self._jsonl.write(_json_line(row))
+            self._jsonl.flush()
+        if self._tb is not None:
+            step = int(row["env_steps"])
+            for name, value in row.items():
+                if name not in ("iteration", "env_steps") and not math.isnan(value):
+                    self._tb.add_scalar(name, value, step)
         last = int(row["iteration"]) >= self.n_iterations
-        if not self.quiet and (self.verbose or last or now - self._last_print >= self.print_every_s):
+        evaluated = not math.isnan(row.get("eval_return", float("nan")))
+        if not self.quiet and (self.verbose or last or evaluated or now - self._last_print >= self.print_every_s):
             self._last_print = now
             print(self.format_line(row), file=self.stream, flush=True)
 
@@ -110,6 +132,9 @@ class RunMonitor:
         eta = (self.n_iterations - it) * (elapsed / done_here) if done_here > 0 else float("nan")
         ret = row["mean_return"]
         ret_s = f"{ret:9.1f} ({int(row['episodes'])} ep)" if not math.isnan(ret) else f"{'-':>9} (0 ep)"
+        ev = row.get("eval_return", float("nan"))
+        if not math.isnan(ev):
+            ret_s += f" | eval {ev:9.1f}"
         std = row.get("policy_std", float("nan"))
         std_s = f"std {std:.3f}" if not math.isnan(std) else "std -"
         width = len(str(self.n_iterations))
@@ -123,7 +148,17 @@ class RunMonitor:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+            self._jsonl.close()
             self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _json_line(row: dict[str, float]) -> str:
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else
+                 int(v) if k in ("iteration", "env_steps", "episodes", "finite") else v) for k, v in row.items()}
+    return json.dumps(clean) + "\n"
 
 
 def summarize_returns(rows: list[dict[str, float]], last_k: int = 5) -> tuple[float, float]:

@@ -23,6 +23,7 @@ from flax import struct
 from . import losses
 from .config import Config, ConfigError, HParams
 from .envs import Env, make_env
+from .evaluation import episode_limit, evaluate_policy
 from .gae import compute_gae
 from .history import History, history_init, history_push, history_sample
 from .networks import MLP, MLPParams
@@ -45,13 +46,14 @@ class TrainState:
     history: History | None  # PPO-CMA modes only
     env: EnvCarry
     key: jax.Array
+    eval_key: jax.Array  # fixed for the run: every evaluation starts from the same env states (comparable curves)
     iteration: jax.Array  # int32, iterations completed
     env_steps: jax.Array  # int32, environment (simulator) steps so far
 
 
 METRIC_NAMES: tuple[str, ...] = (
     "iteration", "env_steps", "mean_return", "episodes", "mean_length", "policy_std", "critic_loss",
-    "policy_loss", "variance_loss", "approx_kl", "adv_std", "value_mean", "finite",
+    "policy_loss", "variance_loss", "approx_kl", "adv_std", "value_mean", "finite", "eval_return",
 )
 """Per-iteration metrics (leading iteration axis in `train`'s output).
 
@@ -59,7 +61,8 @@ mean_return is the mean undiscounted return of the episodes that FINISHED in tha
 exploration noise, and NaN when `episodes` is 0 (never a fake 0). mean_length is in decisions. policy_std is the
 mean action std used while acting (NaN for discrete actions). variance_loss is NaN outside PPO-CMA modes.
 approx_kl is KL(old || new) estimated on the iteration's samples. finite is 1 while every loss and parameter is
-finite."""
+finite. eval_return is the mean deterministic (mean-action) return over eval_episodes fresh envs, every eval_every
+iterations and at the last one, NaN in between."""
 
 
 def _flatten(tree: Any) -> Any:
@@ -137,7 +140,7 @@ class Trainer:
     # ---------------------------------------------------------------- init
     def init_state(self, key: jax.Array, hp: HParams) -> TrainState:
         cfg = self.config
-        key_policy, key_critic, key_env, key_run = jax.random.split(key, 4)
+        key_policy, key_critic, key_env, key_run, key_eval = jax.random.split(key, 5)
         policy_params = self.policy.init(key_policy, hp, cfg.policy_init, cfg.pretrain_steps)
         critic_params = self.critic.init(key_critic)
         opt_states = {"critic": adam_init(critic_params)}
@@ -154,6 +157,7 @@ class Trainer:
             history=history,
             env=env_reset(self.env, key_env, cfg.n_envs),
             key=key_run,
+            eval_key=key_eval,
             iteration=jnp.zeros((), jnp.int32),
             env_steps=jnp.zeros((), jnp.int32),
         )
@@ -196,7 +200,7 @@ class Trainer:
         approx_kl = jnp.mean(jnp.expm1(log_ratio) - log_ratio)
 
         new_state = TrainState(policy_params, critic_params, opt_states, scaler, history, env_carry, key,
-                               state.iteration + 1, state.env_steps + cfg.iter_steps)
+                               state.eval_key, state.iteration + 1, state.env_steps + cfg.iter_steps)
         episodes = stats.episodes
         has_episodes = episodes > 0
         losses_finite = jnp.isfinite(critic_loss) & jnp.isfinite(policy_loss)
@@ -214,9 +218,24 @@ class Trainer:
             "adv_std": adv_std,
             "value_mean": value_mean,
             "finite": (losses_finite & _all_finite((policy_params, critic_params))).astype(jnp.int32),
+            "eval_return": self._maybe_evaluate(new_state, hp),
         }
         metrics = {name: jnp.asarray(metrics[name]) for name in METRIC_NAMES}
         return new_state, metrics
+
+    def _maybe_evaluate(self, state: TrainState, hp: HParams) -> jax.Array:
+        """Mean deterministic return every eval_every iterations and at the last one; NaN otherwise."""
+        cfg = self.config
+        if cfg.eval_every == 0:
+            return jnp.array(jnp.nan, jnp.float32)
+        due = (state.iteration % cfg.eval_every == 0) | (state.iteration == cfg.n_iterations)
+
+        def run_eval(state):
+            returns = evaluate_policy(self.env, self.policy, state.policy_params, state.scaler, state.eval_key,
+                                      cfg.eval_episodes, episode_limit(self.env), hp)
+            return jnp.mean(returns)
+
+        return jax.lax.cond(due, run_eval, lambda _: jnp.array(jnp.nan, jnp.float32), state)
 
     # ---------------------------------------------------------------- critic + GAE
     def _critic_inputs(self, scaler: ScalerState, obs: jax.Array, time: jax.Array, hp: HParams) -> jax.Array:

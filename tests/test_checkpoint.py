@@ -47,7 +47,7 @@ def assert_same_state(a, b):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("full") / "run"
-    assert main(RUN + ["--max-steps", "4800", "--out", str(run_dir)]) == 0
+    assert main(RUN + ["--max-steps", "4800", "--tensorboard", "--out", str(run_dir)]) == 0
     return run_dir
 
 
@@ -105,3 +105,36 @@ def test_resume_errors_are_one_line(tmp_path, capsys, uninterrupted):
     assert "only --max-steps" in capsys.readouterr().err
     assert main(RUN + ["--max-steps", "1600", "--out", str(uninterrupted)]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_run_directory_artefacts(uninterrupted):
+    import json
+
+    assert (uninterrupted / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = [json.loads(line) for line in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    # deterministic evaluation at the last iteration only (eval_every 10 > 6 iterations); null elsewhere
+    assert [r["eval_return"] is None for r in lines] == [True] * 5 + [False]
+    assert lines[-1]["eval_return"] < 0
+    assert list((uninterrupted / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_evaluate_cli_is_deterministic(uninterrupted, capsys):
+    from ppocma_jax.evaluate import main as evaluate_main
+
+    assert evaluate_main([str(uninterrupted), "--episodes", "3"]) == 0
+    first = capsys.readouterr().out
+    assert evaluate_main([str(uninterrupted), "--episodes", "3"]) == 0
+    assert capsys.readouterr().out == first and "deterministic return" in first
+    assert evaluate_main([str(uninterrupted), "--episodes", "3", "--stochastic"]) == 0
+    assert "stochastic return" in capsys.readouterr().out
+    assert evaluate_main([str(uninterrupted / "nope")]) == 2
+
+
+def test_plot_cli_overlays_runs(uninterrupted, tmp_path):
+    from ppocma_jax.plot import main as plot_main
+
+    out = tmp_path / "both.png"
+    assert plot_main([str(uninterrupted), str(uninterrupted), "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
+    assert plot_main([str(tmp_path / "missing"), "--out", str(out)]) == 2

@@ -205,3 +205,19 @@ def test_history_ring_buffer_keeps_last_h_and_samples_only_filled():
         np.testing.assert_array_equal(np.asarray(obs)[:, 0], np.asarray(adv))
     assert int(h.filled) == 3
 
+
+
+def test_deterministic_evaluation_is_repeatable_and_uses_the_mean_action():
+    from ppocma_jax.envs import make_env
+    from ppocma_jax.evaluation import evaluate_policy
+
+    env = make_env("gymnax/Pendulum-v1")
+    policy = Policy("joint", 3, 1, (-2.0,), (2.0,), (0.0,), (2.0,), hidden_layers=1, hidden_units=8)
+    params = policy.init(jax.random.PRNGKey(0), HP, "analytic")
+    run = jax.jit(evaluate_policy, static_argnums=(0, 1, 5, 6, 8))
+    a = run(env, policy, params, scaler_init(3), jax.random.PRNGKey(1), 4, 200, HP, True)
+    b = run(env, policy, params, scaler_init(3), jax.random.PRNGKey(1), 4, 200, HP, True)
+    c = run(env, policy, params, scaler_init(3), jax.random.PRNGKey(1), 4, 200, HP, False)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(c))  # std 2 sampling changes the returns
+    assert a.shape == (4,) and np.all(np.asarray(a) < 0)

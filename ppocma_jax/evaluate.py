@@ -1,0 +1,73 @@
+"""`python -m ppocma_jax.evaluate RUN_DIR [--episodes N] [--stochastic]`: evaluate a run's newest checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import jax
+
+from .evaluation import episode_limit, evaluate_policy
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Evaluate the newest checkpoint of a run directory."""
+    parser = argparse.ArgumentParser(prog="python -m ppocma_jax.evaluate", description=main.__doc__)
+    parser.add_argument("run_dir", help="a run directory written by python -m ppocma_jax")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes, one per env instance (default: 10)")
+    parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation env starts")
+    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean action")
+    parser.add_argument("--iteration", type=int, default=None, help="checkpoint to load (default: newest)")
+    args = parser.parse_args(argv)
+    prog = "python -m ppocma_jax.evaluate"
+    if args.episodes <= 0:
+        print(f"{prog}: error: --episodes must be positive, got {args.episodes}", file=sys.stderr)
+        return 2
+
+    from .checkpoint import Checkpointer, has_checkpoint
+    from .cli import CliError, _load_run_config
+    from .train import Trainer
+
+    run_dir = Path(args.run_dir)
+    try:
+        config, hparams = _load_run_config(run_dir)
+    except CliError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    if not has_checkpoint(run_dir):
+        print(f"{prog}: error: {run_dir} has no checkpoint", file=sys.stderr)
+        return 2
+    trainer = Trainer.build(config)
+    hp = hparams.as_arrays()
+    like = jax.eval_shape(trainer.init_state, jax.random.PRNGKey(0), hp)
+    checkpointer = Checkpointer(run_dir)
+    try:
+        iteration = args.iteration if args.iteration is not None else checkpointer.latest_iteration()
+        state = checkpointer.restore(like, iteration)
+    except FileNotFoundError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        checkpointer.close()
+    evaluate = jax.jit(evaluate_policy, static_argnums=(0, 1, 5, 6, 8))
+    returns = evaluate(trainer.env, trainer.policy, state.policy_params, state.scaler,
+                       jax.random.PRNGKey(args.seed), args.episodes, episode_limit(trainer.env), hp,
+                       not args.stochastic)
+    returns = [float(r) for r in returns]
+    mean = sum(returns) / len(returns)
+    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns))
+    kind = "stochastic" if args.stochastic else "deterministic"
+    print(f"{config.env} {config.mode}, checkpoint after iteration {iteration} "
+          f"({int(state.env_steps):,} env steps): {kind} return {mean:.1f} +- {std:.1f} over {len(returns)} episodes")
+    out = {"iteration": iteration, "env_steps": int(state.env_steps), "mode": kind, "returns": returns,
+           "mean": mean, "std": std}
+    (run_dir / f"eval_{kind}.json").write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Deterministic evaluation: the policy's mean action (arg-max for discrete actions) on separate env instances.
+
+The training return includes exploration noise (for PPO-CMA, deliberately wide at times); this is the return of
+the policy the run actually learned. Used inside the compiled loop (`eval_return` every `eval_every` iterations) and
+by `python -m ppocma_jax.evaluate RUN_DIR`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .config import HParams
+from .envs.base import Env
+from .normalize import ScalerState, scaler_apply
+from .policy import Policy, PolicyParams
+
+DEFAULT_MAX_EPISODE_STEPS = 1000  # for envs without their own time limit
+
+
+def episode_limit(env: Env) -> int:
+    """Decisions an evaluation episode may take: the env's own time limit, else DEFAULT_MAX_EPISODE_STEPS."""
+    return int(env.spec.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS)
+
+
+def evaluate_policy(env: Env, policy: Policy, params: PolicyParams, scaler: ScalerState, key: jax.Array,
+                    n_episodes: int, max_steps: int, hp: HParams, deterministic: bool = True) -> jax.Array:
+    """Undiscounted returns [n_episodes] of one episode per fresh env instance (pure; jit-able).
+
+    Each env plays until its first episode ends or `max_steps` decisions pass; later steps are masked out.
+    """
+    key_reset, key_run = jax.random.split(key)
+    state, obs = jax.vmap(env.reset)(jax.random.split(key_reset, n_episodes))
+
+    def step(carry, step_key):
+        state, obs, returns, running = carry
+        key_act, key_env = jax.random.split(step_key)
+        x = scaler_apply(scaler, obs)
+        action = policy.deterministic(params, x) if deterministic else policy.sample(key_act, params, x, hp)[0]
+        state, result = jax.vmap(env.step)(jax.random.split(key_env, n_episodes), state, action)
+        returns = returns + jnp.where(running, result.reward, 0.0)
+        running = running & ~(result.terminated | result.truncated)
+        return (state, result.obs, returns, running), None
+
+    carry = (state, obs, jnp.zeros((n_episodes,), jnp.float32), jnp.ones((n_episodes,), bool))
+    (_, _, returns, _), _ = jax.lax.scan(step, carry, jax.random.split(key_run, max_steps))
+    return returns
