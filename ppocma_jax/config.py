@@ -45,6 +45,8 @@ class Config:
 
     env: str = _help("environment as SUITE/NAME, e.g. gymnax/Pendulum-v1", default="gymnax/MountainCarContinuous-v0")
     mode: str = _help("algorithm: " + ", ".join(MODES), default="PPO-CMA-m")
+    backend: str | None = _help("Brax physics backend: spring, positional, generalized or mjx (default: the "
+                                "fastest sound one on CPU for that env; brax envs only)", default=None)
     seed: int = _help("random seed (same seed, same machine: same result)", default=0)
     max_steps: int = _help("total environment steps of the run", default=1_000_000)
     iter_steps: int = _help("N: environment steps per iteration (= n_envs x rollout length x action repeat)",

@@ -87,7 +87,7 @@ class Trainer:
     @staticmethod
     def build(config: Config) -> Trainer:
         config = config.validate()
-        env = make_env(config.env, config.action_repeat)
+        env = make_env(config.env, config.action_repeat, backend=config.backend)
         spec = env.spec
         if spec.discrete and config.is_cma:
             raise ConfigError(f"mode {config.mode} needs continuous actions but {spec.name} has {spec.action_dim} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .base import Env, EnvSpec, StepResult
 from .wrappers import ActionRepeat
 
-SUITES: tuple[str, ...] = ("gymnax",)
+SUITES: tuple[str, ...] = ("gymnax", "brax")
 
 
 class UnknownEnvError(ValueError):
@@ -32,9 +32,16 @@ def canonical_env_name(name: str) -> str:
     return f"{suite}/{env_name}"
 
 
-def make_env(name: str, action_repeat: int = 1) -> Env:
-    """Build the env named `suite/name` (one instance; the trainer vmaps it)."""
+def make_env(name: str, action_repeat: int = 1, backend: str | None = None,
+             episode_length: int | None = None) -> Env:
+    """Build the env named `suite/name` (one instance; the trainer vmaps it).
+
+    `backend` and `episode_length` (simulator steps) apply to Brax envs only; None means the env's default
+    (`brax_env.DEFAULT_BACKEND`, 1000 steps).
+    """
     suite, env_name = _split(name)
+    if suite != "brax" and (backend is not None or episode_length is not None):
+        raise UnknownEnvError(f"backend / episode_length apply to brax envs only, not to {suite}/{env_name}")
     if suite == "gymnax":
         from .gymnax_env import GymnaxEnv, gymnax_env_names
 
@@ -46,13 +53,44 @@ def make_env(name: str, action_repeat: int = 1) -> Env:
         except Exception as err:  # e.g. an env that downloads data at construction, offline
             raise UnknownEnvError(f"cannot build gymnax/{env_name}: {type(err).__name__}: "
                                   f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    elif suite == "brax":
+        env = _make_brax(env_name, backend, episode_length)
     else:  # pragma: no cover - guarded by _split
         raise UnknownEnvError(f"unknown suite {suite!r}")
     return ActionRepeat(env, action_repeat) if action_repeat > 1 else env
 
 
-def list_envs() -> list[EnvSpec]:
-    """Specs of every env we can build (those whose spaces we support)."""
+def _make_brax(env_name: str, backend: str | None, episode_length: int | None) -> Env:
+    from . import brax_env
+
+    if not brax_env.brax_installed():
+        raise UnknownEnvError(f"brax/{env_name} needs Brax, which is not installed: pip install -e \".[brax]\"")
+    if backend is not None and backend not in brax_env.BACKENDS:
+        raise UnknownEnvError(f"unknown brax backend {backend!r}; valid: {', '.join(brax_env.BACKENDS)}")
+    if env_name in brax_env.EXCLUDED:
+        raise UnknownEnvError(f"brax/{env_name} is not supported ({brax_env.EXCLUDED[env_name]}); valid: "
+                              f"{', '.join(brax_env.brax_env_names())}")
+    valid = brax_env.brax_env_names()
+    if env_name not in valid:
+        raise UnknownEnvError(f"unknown brax env {env_name!r}; valid: {', '.join(valid)}")
+    if episode_length is None:
+        episode_length = brax_env.DEFAULT_EPISODE_LENGTH
+    if episode_length < 1:
+        raise UnknownEnvError(f"brax episode_length must be >= 1, got {episode_length}")
+    try:
+        return brax_env.BraxEnv(env_name, backend, episode_length)
+    except Exception as err:  # e.g. a backend this env does not support
+        raise UnknownEnvError(f"cannot build brax/{env_name} with backend "
+                              f"{backend or brax_env.default_backend(env_name)}: {type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}") from None
+
+
+def list_envs(include_brax: bool = True) -> list[EnvSpec]:
+    """Specs of every env we can build (those whose spaces we support).
+
+    Brax envs (when Brax is installed) come from a static table of sizes (`brax_env.SIZES`, default backend and
+    episode length) instead of being built: building and tracing each Brax env takes seconds.
+    """
     from .gymnax_env import GymnaxEnv, gymnax_env_names
 
     specs = []
@@ -61,6 +99,11 @@ def list_envs() -> list[EnvSpec]:
             specs.append(GymnaxEnv(env_name).spec)
         except Exception:  # envs with unsupported spaces or extra requirements are not listed
             continue
+    if include_brax:
+        from . import brax_env
+
+        if brax_env.brax_installed():
+            specs.extend(brax_env.static_specs())
     return specs
 
 

@@ -45,8 +45,10 @@ class ActionRepeat:
             )
             return (keep(state, new_state), merged, done | new.terminated | new.truncated), None
 
-        keys = jax.random.split(key, self.repeat)
-        state, first = self.env.step(keys[0], state, action)
-        done = first.terminated | first.truncated
-        (state, result, _), _ = jax.lax.scan(sub_step, (state, first, done), keys[1:])
+        # One scan over all sub-steps, so the env's step is traced once (a Brax step costs seconds to compile).
+        obs0 = jnp.zeros((self.spec.obs_dim,), jnp.float32)
+        false = jnp.zeros((), bool)
+        empty = StepResult(obs=obs0, reward=jnp.zeros((), jnp.float32), terminated=false, truncated=false,
+                           final_obs=obs0)
+        (state, result, _), _ = jax.lax.scan(sub_step, (state, empty, false), jax.random.split(key, self.repeat))
         return state, result

@@ -1,0 +1,18 @@
+"""Test-session settings.
+
+A persistent XLA compilation cache shared by every test and every subprocess the tests start: many tests build the
+same compiled programs (the CLI in-process and in a subprocess, a run and its resumption), and compiling, not
+running, dominates this suite's time on a 2-core CPU.
+"""
+
+import os
+import tempfile
+
+import jax
+
+_CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ppocma_jax_xla_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
