@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", "--checkpoint_every", dest="checkpoint_every", type=_int, default=25,
                      metavar="K", help="save the full train state every K iterations and at the end; 0: only at "
                                        "the end (default: 25)")
+    run.add_argument("--seeds", type=_int, default=1, metavar="K",
+                     help="train K seeds (seed, seed+1, ...) as one compiled program (default: 1)")
+    run.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2",
+                     help="sweep a hyperparameter over values; repeat for a grid (the product); with --seeds, "
+                          "every setting runs every seed")
+    run.add_argument("--sweep-random", "--sweep_random", dest="sweep_random", type=_int, default=0, metavar="N",
+                     help="N settings drawn at random from ppocma_jax.sweep.RANDOM_RANGES (robustness study)")
     run.add_argument("--tensorboard", action="store_true",
                      help="also log every metric to RUN_DIR/tensorboard (needs tensorboardX)")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the final summary")
@@ -220,6 +227,53 @@ def _prepare_run_dir(args: argparse.Namespace, config: Config, hparams: HParams,
     return run_dir, config, hparams, False
 
 
+def _run_plan(args: argparse.Namespace, config: Config, hparams: HParams, saved: dict | None):
+    """The runs of this invocation: None for one run, else a sweep.Runs of settings x seeds (from the flags, or
+    from config.json when resuming)."""
+    from .sweep import expand_seeds, hparams_grid, parse_sweep, random_hparams
+
+    if saved is not None:  # resuming: the plan recorded in config.json
+        if "runs" not in saved:
+            return None
+        plan = saved["runs"]
+        settings, labels = hparams_grid(hparams)  # one setting: the base
+        if plan["swept"]:
+            settings = [dataclasses.replace(hparams, **changes) for changes in plan["changes"]]
+            labels = [{k: changes[k] for k in plan["swept"]} for changes in plan["changes"]]
+        return expand_seeds(settings, labels, plan["seeds"])
+    if args.seeds < 1:
+        raise CliError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.sweep and args.sweep_random:
+        raise CliError("use either --sweep or --sweep-random, not both")
+    if args.seeds == 1 and not args.sweep and not args.sweep_random:
+        return None
+    if args.sweep:
+        grid = dict(parse_sweep(spec) for spec in args.sweep)
+        settings, labels = hparams_grid(hparams, **grid)
+    elif args.sweep_random:
+        if args.sweep_random < 1:
+            raise CliError(f"--sweep-random must be >= 1, got {args.sweep_random}")
+        settings, labels = random_hparams(args.sweep_random, seed=config.seed, base=hparams)
+    else:
+        settings, labels = [hparams], [{}]
+    return expand_seeds(settings, labels, [config.seed + j for j in range(args.seeds)])
+
+
+def _plan_json(runs, hparams: HParams) -> dict:
+    settings = {}
+    for label in runs.labels:
+        settings.setdefault(label["setting"], {k: v for k, v in label.items() if k not in ("setting", "seed")})
+    swept = sorted({k for changes in settings.values() for k in changes})
+    changes = []
+    for index in sorted(settings):
+        c = dict(settings[index])
+        if "learning_rate" in c and "critic_learning_rate" not in c:
+            c["critic_learning_rate"] = c["learning_rate"]
+        changes.append(c)
+    seeds = sorted({label["seed"] for label in runs.labels})
+    return {"seeds": seeds, "swept": swept, "changes": changes}
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     args, config, hparams = parse_args(argv)
     if args.list_envs:
@@ -248,20 +302,30 @@ def run(argv: Sequence[str] | None = None) -> int:
     config.validate()
     hparams.validate()
     trainer = Trainer.build(config)  # ConfigError / UnknownEnvError before any compilation
-    trainer.check_hparams(hparams)
+    saved = json.loads((out_dir / "config.json").read_text()) if resuming else None
+    runs = _run_plan(args, config, hparams, saved)
+    for index in range(1 if runs is None else len(runs)):
+        trainer.check_hparams(hparams if runs is None else jax.tree.map(lambda x: x[index], runs.hparams))
     if not resuming:
+        document = to_jsonable(config, hparams)
+        if runs is not None:
+            document["runs"] = _plan_json(runs, hparams)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.json").write_text(json.dumps(to_jsonable(config, hparams), indent=2) + "\n")
+            (out_dir / "config.json").write_text(json.dumps(document, indent=2) + "\n")
         except OSError as err:
             raise CliError(f"cannot write the run directory {str(out_dir)!r}: {err.strerror or err}") from None
 
     n_iter = config.n_iterations
+    n_runs = 1 if runs is None else len(runs)
     say = (lambda *a, **k: None) if args.quiet else print
+    seeds_text = f"seed {config.seed}" if runs is None else (
+        f"{n_runs} runs ({len(set(lb['setting'] for lb in runs.labels))} settings x "
+        f"{len(set(lb['seed'] for lb in runs.labels))} seeds) in one program")
     say(f"{config.mode} on {config.env} ({trainer.env.spec.obs_dim}-d obs, "
         f"{'discrete ' if trainer.env.spec.discrete else ''}{trainer.env.spec.action_dim} actions): "
         f"{n_iter} iterations x {config.iter_steps} steps = {n_iter * config.iter_steps:,} env steps, "
-        f"{config.n_envs} envs, minibatch {config.minibatch_size}, seed {config.seed}, {jax.device_count()} "
+        f"{config.n_envs} envs, minibatch {config.minibatch_size}, {seeds_text}, {jax.device_count()} "
         f"{jax.default_backend()} device(s)")
     if args.preset != "none" and not resuming:
         say(f"preset {args.preset}: " + ", ".join(f"{k}={v}" for k, v in PRESETS[args.preset].items())
@@ -271,26 +335,36 @@ def run(argv: Sequence[str] | None = None) -> int:
             f"{n_iter} whole iterations")
     say(f"output: {out_dir}")
 
-    hp = hparams.as_arrays()
-    key = jax.random.PRNGKey(config.seed)
+    if runs is None:
+        hp = hparams.as_arrays()
+        keys = jax.random.PRNGKey(config.seed)
+        init = trainer.init_state
+        chunk_fn = trainer.run
+    else:
+        hp = runs.hparams.as_arrays()
+        keys = runs.keys
+        init = jax.vmap(trainer.init_state)
+        chunk_fn = trainer.run_batched
     checkpointer = Checkpointer(out_dir)
     t_compile = time.perf_counter()
     if resuming:
         latest = checkpointer.latest_iteration()
         if latest is None:
             raise CliError(f"cannot resume {str(out_dir)!r}: it has no checkpoint yet")
-        state = checkpointer.restore(jax.eval_shape(trainer.init_state, key, hp), latest)
+        state = checkpointer.restore(jax.eval_shape(init, keys, hp), latest)
         say(f"resuming from the checkpoint after iteration {latest}")
     else:
         say("compiling and initialising the policy ...", flush=True)
-        state = jax.jit(trainer.init_state)(key, hp)
-    start_iteration = int(state.iteration)
+        state = jax.jit(init)(keys, hp)
+    iteration_of = (lambda st: int(st.iteration)) if runs is None else (lambda st: int(np.max(st.iteration)))
+    start_iteration = iteration_of(state) if runs is None else int(np.asarray(state.iteration)[0])
     monitor = RunMonitor(out_dir, n_iter, config.iter_steps, quiet=args.quiet, verbose=args.verbose,
-                         resume_after=start_iteration if resuming else None, tensorboard=args.tensorboard)
+                         resume_after=start_iteration if resuming else None, tensorboard=args.tensorboard,
+                         run_labels=None if runs is None else runs.labels)
 
     # One compiled chunk of `chunk` iterations serves every chunk (the last one skips what is past n_iter).
     chunk = max(1, min(args.checkpoint_every or n_iter, n_iter))
-    run_chunk = jax.jit(lambda st, h, limit: trainer.run(st, h, chunk, monitor, limit), donate_argnums=0)
+    run_chunk = jax.jit(lambda st, h, limit: chunk_fn(st, h, chunk, monitor, limit), donate_argnums=0)
     limit = jnp.int32(n_iter)
     compiled = run_chunk.lower(state, hp, limit).compile()
     compile_s = time.perf_counter() - t_compile
@@ -298,41 +372,73 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     monitor.start()
     t_run = time.perf_counter()
+    done_iterations = start_iteration
     try:
-        while int(state.iteration) < n_iter and monitor.first_nonfinite is None:
+        while done_iterations < n_iter and not monitor.all_runs_failed():
             state, _ = compiled(state, hp, limit)
             jax.block_until_ready(state)
-            checkpointer.save(int(state.iteration), state)  # after a NaN this is the last good state
+            done_iterations = min(n_iter, done_iterations + chunk)
+            checkpointer.save(done_iterations, state)  # a failed run's slot holds its last good state
     finally:
         monitor.close()
         checkpointer.close()
     run_s = time.perf_counter() - t_run
-    steps = int(state.env_steps)
-    steps_run = (int(state.iteration) - start_iteration) * config.iter_steps
+    steps_run = (done_iterations - start_iteration) * config.iter_steps * n_runs
+    steps = done_iterations * config.iter_steps
 
-    final, best = summarize_returns(monitor.rows)
-    result = {"final_return": final, "best_return": best, "env_steps": steps, "compile_s": round(compile_s, 2),
-              "run_s": round(run_s, 2), "steps_per_s": round(steps_run / max(run_s, 1e-9), 1)}
-    if monitor.first_nonfinite is not None:
-        result["nonfinite_at_iteration"] = monitor.first_nonfinite
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     from .plot import plot_runs
 
     plot_runs([out_dir], out_dir / "curve.png", title=f"{config.mode} on {config.env}")
-
-    solved = SOLVED_AT.get(config.env)
-    verdict = ""
-    if solved is not None and not math.isnan(final):
-        verdict = f" ({'solved' if final >= solved else 'not solved'}: threshold {solved:g})"
-    print(f"result: final mean return {final:.1f} (last 5 iterations with episodes), best {best:.1f}{verdict}; "
-          f"{steps_run:,} env steps in {run_s:.1f} s ({result['steps_per_s']:,.0f} steps/s) + {compile_s:.1f} s "
-          f"compile; saved to {out_dir}")
+    result = {"env_steps": steps, "runs": n_runs, "compile_s": round(compile_s, 2), "run_s": round(run_s, 2),
+              "steps_per_s": round(steps_run / max(run_s, 1e-9), 1)}
+    timing = (f"{steps_run:,} env steps in {run_s:.1f} s ({result['steps_per_s']:,.0f} steps/s) + "
+              f"{compile_s:.1f} s compile; saved to {out_dir}")
+    if runs is None:
+        final, best = summarize_returns(monitor.rows)
+        result.update(final_return=final, best_return=best)
+        solved = SOLVED_AT.get(config.env)
+        verdict = ""
+        if solved is not None and not math.isnan(final):
+            verdict = f" ({'solved' if final >= solved else 'not solved'}: threshold {solved:g})"
+        summary_text = f"result: final mean return {final:.1f} (last 5 iterations with episodes), best {best:.1f}" \
+                       f"{verdict}; {timing}"
+    else:
+        summary_text = _sweep_summary(runs, monitor.rows, out_dir, result) + f"\nresult: {n_runs} runs; {timing}"
     if monitor.first_nonfinite is not None:
-        print(f"{PROG}: error: training produced NaN/Inf at iteration {monitor.first_nonfinite} (losses or "
-              f"parameters); the last good state (after iteration {int(state.iteration)}) is the newest checkpoint "
-              f"in {checkpointer.directory}", file=sys.stderr)
+        result["nonfinite_at_iteration"] = monitor.first_nonfinite
+    (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(summary_text)
+    if monitor.first_nonfinite is not None:
+        scope = "" if runs is None else f" in {len(monitor.failed_runs)} of {n_runs} runs"
+        print(f"{PROG}: error: training produced NaN/Inf at iteration {monitor.first_nonfinite}{scope} (losses or "
+              f"parameters); the last good state is kept in the newest checkpoint in {checkpointer.directory}",
+              file=sys.stderr)
         return 1
     return 0
+
+
+def _sweep_summary(runs, rows: list[dict], out_dir: Path, result: dict) -> str:
+    """Final return per run -> table per setting (mean, std, min, max over seeds), best first; also saved."""
+    from .monitor import summarize_returns
+    from .sweep import summarize
+
+    finals = [summarize_returns([r for r in rows if int(r["run"]) == index])[0] for index in range(len(runs))]
+    swept = [k for k in runs.labels[0] if k not in ("setting", "seed")]
+    table = summarize(runs.labels, finals, swept)
+    (out_dir / "summary.json").write_text(json.dumps({"runs": [dict(label, final_return=f) for label, f in
+                                                                zip(runs.labels, finals)],
+                                                       "settings": table}, indent=2) + "\n")
+    head = "".join(f"{k:>22s}" for k in swept) + f"{'seeds':>6s}{'mean':>10s}{'std':>9s}{'min':>10s}{'max':>10s}"
+    lines = ["final return (mean of each run's last 5 iterations with episodes), per setting, best first:", head]
+    for row in table:
+        lines.append("".join(f"{row[k]:>22.4g}" for k in swept) + f"{row['seeds']:>6d}{row['mean']:>10.1f}"
+                     f"{row['std']:>9.1f}{row['min']:>10.1f}{row['max']:>10.1f}")
+    if len(table) > 1:
+        best = table[0]
+        lines.append("best setting: " + (", ".join(f"{k}={best[k]:g}" for k in swept) or "-")
+                     + f" (mean final return {best['mean']:.1f})")
+    result["settings"] = table
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,10 +44,18 @@ class RunMonitor:
 
     def __init__(self, out_dir: Path | None, n_iterations: int, iter_steps: int, quiet: bool = False,
                  verbose: bool = False, stream: TextIO | None = None, print_every_s: float = 1.0,
-                 resume_after: int | None = None, tensorboard: bool = False):
+                 resume_after: int | None = None, tensorboard: bool = False,
+                 run_labels: list[dict[str, Any]] | None = None):
         """resume_after=K continues an existing metrics.csv: rows after iteration K (work lost when the run was
         killed after its last checkpoint) are dropped, so the file has no gaps and no duplicate iterations, and
-        wall_s continues from the last kept row."""
+        wall_s continues from the last kept row.
+
+        run_labels (one dict per run, e.g. {"setting": 0, "seed": 3, "learning_rate": 1e-3}) makes this the sink of
+        a batched program: `monitor(metrics, ran)` gets [R] arrays and writes one row per run, the labels first."""
+        self.run_labels = run_labels
+        self.label_columns: tuple[str, ...] = ("run",) + tuple(run_labels[0]) if run_labels else ()
+        self.columns = self.label_columns + CSV_COLUMNS
+        self.failed_runs: set[int] = set()
         self.n_iterations = n_iterations
         self.iter_steps = iter_steps
         self.quiet = quiet
@@ -71,9 +79,9 @@ class RunMonitor:
             tmp = path.with_suffix(".csv.tmp")
             with open(tmp, "w", newline="") as fh:  # rewrite atomically: header plus the rows kept on resume
                 writer = csv.writer(fh)
-                writer.writerow(CSV_COLUMNS)
+                writer.writerow(self.columns)
                 for row in self.rows:
-                    writer.writerow([_csv_value(row.get(col, float("nan"))) for col in CSV_COLUMNS])
+                    writer.writerow([_csv_value(row.get(col, float("nan"))) for col in self.columns])
             tmp.replace(path)
             self._file = open(path, "a", newline="")
             self._writer = csv.writer(self._file)
@@ -95,43 +103,82 @@ class RunMonitor:
         """Call right before the compiled program starts: wall_s counts from here (compile excluded)."""
         self.t0 = time.perf_counter()
 
-    def __call__(self, metrics: dict[str, Any]) -> None:
+    def __call__(self, metrics: dict[str, Any], ran: Any = True) -> None:
+        if not bool(np.asarray(ran)):
+            return  # an iteration past the run's end inside a fixed-length compiled chunk
         now = time.perf_counter()
         if self.t0 is None:
             self.t0 = now
-        row = {name: float(np.asarray(value)) for name, value in metrics.items()}
+        wall = self.wall_offset + now - self.t0
+        if self.run_labels is None:
+            rows = [{name: float(np.asarray(value)) for name, value in metrics.items()}]
+        else:
+            arrays = {name: np.asarray(value, np.float64) for name, value in metrics.items()}
+            rows = [{"run": float(r), **label, **{name: float(a[r]) for name, a in arrays.items()}}
+                    for r, label in enumerate(self.run_labels)]
+        for r, row in enumerate(rows):
+            row["wall_s"] = wall
+            self._record(r, row)
+        row = rows[0] if len(rows) == 1 else self._aggregate(rows)
         if self.first_iteration is None:
             self.first_iteration = int(row["iteration"])
-        row["wall_s"] = self.wall_offset + now - self.t0
-        self.rows.append(row)
-        if row.get("finite", 1) == 0 and self.first_nonfinite is None:
-            self.first_nonfinite = int(row["iteration"])
-            print(f"warning: NaN/Inf in the update of iteration {self.first_nonfinite}: the update is discarded and "
-                  "the state stays at the last good iteration", file=sys.stderr, flush=True)
-        if self._writer is not None:
-            self._writer.writerow([_csv_value(row.get(col, float("nan"))) for col in CSV_COLUMNS])
-            self._file.flush()
-            self._jsonl.write(_json_line(row))
-            self._jsonl.flush()
-        if self._tb is not None:
-            step = int(row["env_steps"])
-            for name, value in row.items():
-                if name not in ("iteration", "env_steps") and not math.isnan(value):
-                    self._tb.add_scalar(name, value, step)
         last = int(row["iteration"]) >= self.n_iterations
         evaluated = not math.isnan(row.get("eval_return", float("nan")))
         if not self.quiet and (self.verbose or last or evaluated or now - self._last_print >= self.print_every_s):
             self._last_print = now
             print(self.format_line(row), file=self.stream, flush=True)
 
+    def _record(self, run: int, row: dict[str, float]) -> None:
+        self.rows.append(row)
+        if row.get("finite", 1) == 0 and run not in self.failed_runs:
+            self.failed_runs.add(run)
+            if self.first_nonfinite is None:
+                self.first_nonfinite = int(row["iteration"])
+            which = "" if self.run_labels is None else f" of run {run} ({_describe(self.run_labels[run])})"
+            print(f"warning: NaN/Inf in the update of iteration {int(row['iteration'])}{which}: the update is "
+                  "discarded and that run stops at its last good state", file=sys.stderr, flush=True)
+        if self._writer is not None:
+            self._writer.writerow([_csv_value(row.get(col, float("nan"))) for col in self.columns])
+            self._file.flush()
+            self._jsonl.write(_json_line(row))
+            self._jsonl.flush()
+        if self._tb is not None:
+            step = int(row["env_steps"])
+            prefix = "" if self.run_labels is None else f"run{run}/"
+            for name, value in row.items():
+                if name not in ("iteration", "env_steps", "wall_s", "run") + self.label_columns \
+                        and not math.isnan(value):
+                    self._tb.add_scalar(prefix + name, value, step)
+
+    def _aggregate(self, rows: list[dict[str, float]]) -> dict[str, float]:
+        """One progress row for R runs: means over runs (NaNs skipped), episodes summed."""
+        out = dict(rows[0])
+        for key in ("mean_return", "eval_return", "policy_std", "critic_loss", "policy_loss", "variance_loss",
+                    "approx_kl", "adv_std"):
+            values = [r[key] for r in rows if not math.isnan(r.get(key, math.nan))]
+            out[key] = float(np.mean(values)) if values else math.nan
+        returns = [r["mean_return"] for r in rows if not math.isnan(r["mean_return"])]
+        out["return_min"] = min(returns) if returns else math.nan
+        out["return_max"] = max(returns) if returns else math.nan
+        out["episodes"] = float(sum(r["episodes"] for r in rows))
+        return out
+
+    def all_runs_failed(self) -> bool:
+        n = 1 if self.run_labels is None else len(self.run_labels)
+        return len(self.failed_runs) >= n
+
     def format_line(self, row: dict[str, float]) -> str:
         it = int(row["iteration"])
         elapsed = row["wall_s"] - self.wall_offset
         done_here = it - self.first_iteration + 1
-        rate = done_here * self.iter_steps / elapsed if elapsed > 0 else float("nan")
+        n_runs = 1 if self.run_labels is None else len(self.run_labels)
+        rate = done_here * self.iter_steps * n_runs / elapsed if elapsed > 0 else float("nan")
         eta = (self.n_iterations - it) * (elapsed / done_here) if done_here > 0 else float("nan")
         ret = row["mean_return"]
         ret_s = f"{ret:9.1f} ({int(row['episodes'])} ep)" if not math.isnan(ret) else f"{'-':>9} (0 ep)"
+        if self.run_labels is not None and not math.isnan(ret):
+            ret_s = (f"{ret:9.1f} mean of {len(self.run_labels)} runs [{row['return_min']:.1f}, "
+                     f"{row['return_max']:.1f}]")
         ev = row.get("eval_return", float("nan"))
         if not math.isnan(ev):
             ret_s += f" | eval {ev:9.1f}"
@@ -155,9 +202,14 @@ class RunMonitor:
             self._tb = None
 
 
+def _describe(label: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in label.items())
+
+
 def _json_line(row: dict[str, float]) -> str:
+    ints = ("iteration", "env_steps", "episodes", "finite", "run", "seed", "setting")
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else
-                 int(v) if k in ("iteration", "env_steps", "episodes", "finite") else v) for k, v in row.items()}
+                 int(v) if k in ints else v) for k, v in row.items()}
     return json.dumps(clean) + "\n"
 
 

@@ -18,7 +18,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .monitor import read_metrics_csv
+from .monitor import CSV_COLUMNS, read_metrics_csv
+
+_METRIC_COLUMNS = set(CSV_COLUMNS)
 
 
 def _label(run_dir: Path) -> str:
@@ -50,12 +52,21 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, title: str | None
 
     fig, (ax_ret, ax_std) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True,
                                          gridspec_kw={"height_ratios": [2, 1]})
-    for i, run_dir in enumerate(map(Path, run_dirs)):
+    groups = []  # (label, rows): one curve each; a sweep's settings are separate curves, its seeds a band
+    for run_dir in map(Path, run_dirs):
         rows = read_metrics_csv(run_dir / "metrics.csv")
-        if not rows:
-            continue
+        if rows and "setting" in rows[0]:
+            swept = [k for k in rows[0] if k not in ("run", "setting", "seed", "wall_s")
+                     and k not in _METRIC_COLUMNS]
+            for setting in sorted({int(r["setting"]) for r in rows}):
+                mine = [r for r in rows if int(r["setting"]) == setting]
+                desc = ", ".join(f"{k}={mine[0][k]:g}" for k in swept)
+                n_seeds = len({r["seed"] for r in mine})
+                groups.append((f"{_label(run_dir).split(' (seed')[0]} {desc} ({n_seeds} seeds)".strip(), mine))
+        elif rows:
+            groups.append((_label(run_dir), rows))
+    for i, (label, rows) in enumerate(groups):
         color = f"C{i % 10}"
-        label = _label(run_dir)
         x, mean, low, high = _curve(rows, "mean_return")
         if len(x):
             ax_ret.plot(x, mean, color=color, label=f"{label}: training")

@@ -398,6 +398,45 @@ class Trainer:
         return state, metrics
 
 
+    def run_batched(self, states: TrainState, hps: HParams, n_iterations: int,
+                    on_iteration: Callable[[dict, jax.Array], None] | None = None,
+                    limit: jax.Array | int | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+        """R runs (leading axis of `states` and `hps`: seeds and/or hyperparameter settings) trained together.
+
+        The run axis sits INSIDE the iteration loop (a vmap of one iteration), so `on_iteration(metrics, ran)`
+        fires once per iteration with [R] arrays, not R times. Metrics have shape [n_iterations, R]. A run whose
+        update turns NaN/Inf keeps its last good state and reports finite=0 from then on; the others go on.
+        `ran` is False for iterations past `limit` (see `run`), which the host ignores.
+        """
+        first = states.iteration[0]  # every run advances in lockstep
+        n_runs = states.iteration.shape[0]
+
+        def body(carry, i):
+            states, failed = carry
+            past_limit = jnp.array(False) if limit is None else first + i >= limit
+            new_states, metrics = jax.vmap(self.iteration)(states, hps)
+            ok = (metrics["finite"] == 1) & ~failed
+            keep_new = ok & ~past_limit
+
+            def select(new, old):
+                mask = keep_new.reshape(keep_new.shape + (1,) * (new.ndim - 1))
+                return jnp.where(mask, new, old)
+
+            states = jax.tree.map(select, new_states, states)
+            nan_out = lambda v: jnp.where(failed, jnp.nan, v) if jnp.issubdtype(v.dtype, jnp.floating) else v
+            metrics = {k: nan_out(v) for k, v in metrics.items()}
+            metrics["finite"] = jnp.where(failed, 0, metrics["finite"])
+            metrics["iteration"] = jnp.broadcast_to(first + i + 1, (n_runs,))
+            metrics["env_steps"] = metrics["iteration"] * jnp.int32(self.config.iter_steps)
+            if on_iteration is not None:
+                jax.debug.callback(on_iteration, metrics, ~past_limit, ordered=True)
+            return (states, failed | (~ok & ~past_limit)), metrics
+
+        (states, _), metrics = jax.lax.scan(body, (states, jnp.zeros((n_runs,), bool)),
+                                            jnp.arange(n_iterations, dtype=jnp.int32))
+        return states, metrics
+
+
 def make_train(config: Config, on_iteration: Callable[[dict], None] | None = None
                ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Build `train(key, hparams=None) -> (final TrainState, metrics)`.
