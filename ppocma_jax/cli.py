@@ -356,8 +356,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     else:
         say("compiling and initialising the policy ...", flush=True)
         state = jax.jit(init)(keys, hp)
-    iteration_of = (lambda st: int(st.iteration)) if runs is None else (lambda st: int(np.max(st.iteration)))
-    start_iteration = iteration_of(state) if runs is None else int(np.asarray(state.iteration)[0])
+    # Runs advance in lockstep; a run stopped by NaN/Inf stays behind at its last good iteration.
+    def iteration_of(st) -> int:
+        return int(np.max(np.asarray(st.iteration)))
+
+    start_iteration = iteration_of(state)
     monitor = RunMonitor(out_dir, n_iter, config.iter_steps, quiet=args.quiet, verbose=args.verbose,
                          resume_after=start_iteration if resuming else None, tensorboard=args.tensorboard,
                          run_labels=None if runs is None else runs.labels)
@@ -377,7 +380,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         while done_iterations < n_iter and not monitor.all_runs_failed():
             state, _ = compiled(state, hp, limit)
             jax.block_until_ready(state)
-            done_iterations = min(n_iter, done_iterations + chunk)
+            done_iterations = iteration_of(state)
             checkpointer.save(done_iterations, state)  # a failed run's slot holds its last good state
     finally:
         monitor.close()
@@ -411,8 +414,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     if monitor.first_nonfinite is not None:
         scope = "" if runs is None else f" in {len(monitor.failed_runs)} of {n_runs} runs"
         print(f"{PROG}: error: training produced NaN/Inf at iteration {monitor.first_nonfinite}{scope} (losses or "
-              f"parameters); the last good state is kept in the newest checkpoint in {checkpointer.directory}",
-              file=sys.stderr)
+              f"parameters); the last good state (after iteration {monitor.first_nonfinite - 1}) is kept in the "
+              f"newest checkpoint in {checkpointer.directory}", file=sys.stderr)
         return 1
     return 0
 

@@ -8,7 +8,11 @@ running, dominates this suite's time on a 2-core CPU.
 import os
 import tempfile
 
-import jax
+# Cheaper LLVM code generation: about 20% less compile time for the same programs; every test process, including
+# the CLI subprocesses the tests start, compiles with the same flag, so results stay comparable inside the suite.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_llvm_disable_expensive_passes=true").strip()
+
+import jax  # noqa: E402
 
 _CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ppocma_jax_xla_cache_"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

@@ -84,3 +84,15 @@ def test_sweep_bad_input_is_one_line(argv, needle, tmp_path, capsys):
     assert main(TINY + argv + ["--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err
+
+
+def test_a_diverging_run_stops_alone_and_the_others_finish(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code = main(TINY + ["--seeds", "2", "--sweep", "critic_learning_rate=5e-4,1e30", "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "in 2 of 4 runs" in err and "Traceback" not in err
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    healthy = [r for r in rows if float(r["critic_learning_rate"]) == 5e-4]
+    assert all(r["finite"] == "1" for r in healthy) and len(healthy) == 4  # 2 seeds x 2 iterations
+    assert all(r["finite"] == "0" for r in rows if float(r["critic_learning_rate"]) == 1e30)
