@@ -16,7 +16,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import NoReturn, Sequence
 
 from .config import MODES, Config, ConfigError, HParams, config_fields, hparams_fields, to_jsonable
 from .presets import DEFAULT_PRESET, PRESETS, preset_names

@@ -12,7 +12,6 @@ import jax
 import numpy as np
 import pytest
 
-from ppocma_jax import Config, HParams
 from ppocma_jax.checkpoint import Checkpointer
 from ppocma_jax.cli import main
 from ppocma_jax.train import Trainer

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppocma_jax import Config, HParams
+from ppocma_jax import HParams
 from ppocma_jax.history import history_init, history_push, history_sample
 from ppocma_jax.losses import critic_loss, mean_loss, pg_loss, ppo_loss, variance_loss
 from ppocma_jax.networks import MLP
