@@ -163,8 +163,12 @@ class Trainer:
         )
 
     # ---------------------------------------------------------------- one iteration
-    def iteration(self, state: TrainState, hp: HParams) -> tuple[TrainState, dict[str, jax.Array]]:
-        """Collect one rollout and update: the body of the compiled loop."""
+    def iteration(self, state: TrainState, hp: HParams, evaluate: bool = True
+                  ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Collect one rollout and update: the body of the compiled loop.
+
+        evaluate=False leaves eval_return NaN: `run_batched` evaluates outside its vmap, where the schedule is one
+        scalar condition (under vmap a cond on a batched predicate would run the evaluation every iteration)."""
         cfg = self.config
         key, key_rollout, key_critic, key_policy = jax.random.split(state.key, 4)
         env_carry, traj, stats = rollout(self.env, self.policy, state.policy_params, state.scaler, state.env,
@@ -218,24 +222,26 @@ class Trainer:
             "adv_std": adv_std,
             "value_mean": value_mean,
             "finite": (losses_finite & _all_finite((policy_params, critic_params))).astype(jnp.int32),
-            "eval_return": self._maybe_evaluate(new_state, hp),
+            "eval_return": self._maybe_evaluate(new_state, hp) if evaluate else jnp.array(jnp.nan, jnp.float32),
         }
         metrics = {name: jnp.asarray(metrics[name]) for name in METRIC_NAMES}
         return new_state, metrics
 
+    def _eval_due(self, iteration: jax.Array) -> jax.Array:
+        cfg = self.config
+        return (iteration % cfg.eval_every == 0) | (iteration == cfg.n_iterations)
+
+    def _eval_return(self, state: TrainState, hp: HParams) -> jax.Array:
+        returns = evaluate_policy(self.env, self.policy, state.policy_params, state.scaler, state.eval_key,
+                                  self.config.eval_episodes, episode_limit(self.env), hp)
+        return jnp.mean(returns)
+
     def _maybe_evaluate(self, state: TrainState, hp: HParams) -> jax.Array:
         """Mean deterministic return every eval_every iterations and at the last one; NaN otherwise."""
-        cfg = self.config
-        if cfg.eval_every == 0:
+        if self.config.eval_every == 0:
             return jnp.array(jnp.nan, jnp.float32)
-        due = (state.iteration % cfg.eval_every == 0) | (state.iteration == cfg.n_iterations)
-
-        def run_eval(state):
-            returns = evaluate_policy(self.env, self.policy, state.policy_params, state.scaler, state.eval_key,
-                                      cfg.eval_episodes, episode_limit(self.env), hp)
-            return jnp.mean(returns)
-
-        return jax.lax.cond(due, run_eval, lambda _: jnp.array(jnp.nan, jnp.float32), state)
+        return jax.lax.cond(self._eval_due(state.iteration), lambda s: self._eval_return(s, hp),
+                            lambda _: jnp.array(jnp.nan, jnp.float32), state)
 
     # ---------------------------------------------------------------- critic + GAE
     def _critic_inputs(self, scaler: ScalerState, obs: jax.Array, time: jax.Array, hp: HParams) -> jax.Array:
@@ -414,7 +420,12 @@ class Trainer:
         def body(carry, i):
             states, failed = carry
             past_limit = jnp.array(False) if limit is None else first + i >= limit
-            new_states, metrics = jax.vmap(self.iteration)(states, hps)
+            new_states, metrics = jax.vmap(lambda st, h: self.iteration(st, h, evaluate=False))(states, hps)
+            if self.config.eval_every > 0:  # one scalar schedule for all runs (they advance in lockstep)
+                nan_r = jnp.full((n_runs,), jnp.nan, jnp.float32)
+                metrics["eval_return"] = jax.lax.cond(
+                    self._eval_due(first + i + 1) & ~past_limit,
+                    lambda st: jax.vmap(self._eval_return)(st, hps), lambda _: nan_r, new_states)
             ok = (metrics["finite"] == 1) & ~failed
             keep_new = ok & ~past_limit
 
