@@ -173,6 +173,35 @@ class Trainer:
         key, key_rollout, key_critic, key_policy = jax.random.split(state.key, 4)
         env_carry, traj, stats = rollout(self.env, self.policy, state.policy_params, state.scaler, state.env,
                                          key_rollout, cfg.rollout_len, hp)
+        learned, learn_metrics = self.learn(state, traj, key_critic, key_policy, hp)
+        new_state = learned.replace(env=env_carry, key=key, iteration=state.iteration + 1,
+                                    env_steps=state.env_steps + cfg.iter_steps)
+        episodes = stats.episodes
+        has_episodes = episodes > 0
+        metrics = {
+            "iteration": new_state.iteration,
+            "env_steps": new_state.env_steps,
+            "mean_return": jnp.where(has_episodes, stats.return_sum / jnp.maximum(episodes, 1), jnp.nan),
+            "episodes": episodes,
+            "mean_length": jnp.where(has_episodes, stats.length_sum / jnp.maximum(episodes, 1), jnp.nan),
+            "policy_std": (stats.std_sum / cfg.rollout_len) if not self.policy.discrete else jnp.array(jnp.nan),
+            **learn_metrics,
+            "eval_return": self._maybe_evaluate(new_state, hp) if evaluate else jnp.array(jnp.nan, jnp.float32),
+        }
+        metrics = {name: jnp.asarray(metrics[name]) for name in METRIC_NAMES}
+        return new_state, metrics
+
+    def learn(self, state: TrainState, traj: Transition, key_critic: jax.Array, key_policy: jax.Array,
+              hp: HParams) -> tuple[TrainState, dict[str, jax.Array]]:
+        """The update half of an iteration, on a given time-major batch `traj` [T, n, ...] (from `rollout` or from
+        a host simulator, see agent.py): scaler, critic, advantages, policy.
+
+        Returns the state with new parameters, optimizer states, scaler and history (env, key and counters are
+        left to the caller) and the learning metrics: critic_loss, policy_loss, variance_loss, approx_kl,
+        adv_std, value_mean, finite. The batch's shape may differ from the config's rollout (the Agent's
+        iterations vary in length); the PPO-CMA history needs exactly `samples_per_iter` samples.
+        """
+        cfg = self.config
         scaler = scaler_update(state.scaler, traj.obs)
 
         critic_params, critic_opt, critic_loss, advantages, value_mean = self._critic_and_advantages(
@@ -203,18 +232,10 @@ class Trainer:
         log_ratio = self.policy.log_prob(policy_params, obs, flat.action, hp) - log_prob_old
         approx_kl = jnp.mean(jnp.expm1(log_ratio) - log_ratio)
 
-        new_state = TrainState(policy_params, critic_params, opt_states, scaler, history, env_carry, key,
-                               state.eval_key, state.iteration + 1, state.env_steps + cfg.iter_steps)
-        episodes = stats.episodes
-        has_episodes = episodes > 0
+        new_state = state.replace(policy_params=policy_params, critic_params=critic_params, opt_states=opt_states,
+                                  scaler=scaler, history=history)
         losses_finite = jnp.isfinite(critic_loss) & jnp.isfinite(policy_loss)
         metrics = {
-            "iteration": new_state.iteration,
-            "env_steps": new_state.env_steps,
-            "mean_return": jnp.where(has_episodes, stats.return_sum / jnp.maximum(episodes, 1), jnp.nan),
-            "episodes": episodes,
-            "mean_length": jnp.where(has_episodes, stats.length_sum / jnp.maximum(episodes, 1), jnp.nan),
-            "policy_std": (stats.std_sum / cfg.rollout_len) if not self.policy.discrete else jnp.array(jnp.nan),
             "critic_loss": critic_loss,
             "policy_loss": policy_loss,
             "variance_loss": var_loss,
@@ -222,9 +243,7 @@ class Trainer:
             "adv_std": adv_std,
             "value_mean": value_mean,
             "finite": (losses_finite & _all_finite((policy_params, critic_params))).astype(jnp.int32),
-            "eval_return": self._maybe_evaluate(new_state, hp) if evaluate else jnp.array(jnp.nan, jnp.float32),
         }
-        metrics = {name: jnp.asarray(metrics[name]) for name in METRIC_NAMES}
         return new_state, metrics
 
     def _eval_due(self, iteration: jax.Array) -> jax.Array:
