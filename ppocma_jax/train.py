@@ -85,9 +85,12 @@ class Trainer:
     critic: MLP
 
     @staticmethod
-    def build(config: Config) -> Trainer:
+    def build(config: Config, env: Env | None = None) -> Trainer:
+        """`env` replaces `make_env(config.env, ...)`: a host simulator's spec-only stand-in (agent.py), whose
+        data reaches `learn` from outside the compiled program."""
         config = config.validate()
-        env = make_env(config.env, config.action_repeat, backend=config.backend)
+        if env is None:
+            env = make_env(config.env, config.action_repeat, backend=config.backend)
         spec = env.spec
         if spec.discrete and config.is_cma:
             raise ConfigError(f"mode {config.mode} needs continuous actions but {spec.name} has {spec.action_dim} "
