@@ -83,6 +83,9 @@ class Trainer:
     env: Env
     policy: Policy
     critic: MLP
+    # XLA supports ordered callbacks on one device only; a program sharded over several (distributed.py)
+    # turns this off, and the host still gets the iterations in order (the loop runs them one by one).
+    ordered_callbacks: bool = True
 
     @staticmethod
     def build(config: Config, env: Env | None = None) -> Trainer:
@@ -407,7 +410,7 @@ class Trainer:
         def run_iteration(state):
             new_state, metrics = self.iteration(state, hp)
             if on_iteration is not None:
-                jax.debug.callback(on_iteration, metrics, ordered=True)
+                jax.debug.callback(on_iteration, metrics, ordered=self.ordered_callbacks)
             return new_state, metrics
 
         def body(carry, i):
@@ -462,7 +465,7 @@ class Trainer:
             metrics["iteration"] = jnp.broadcast_to(first + i + 1, (n_runs,))
             metrics["env_steps"] = metrics["iteration"] * jnp.int32(self.config.iter_steps)
             if on_iteration is not None:
-                jax.debug.callback(on_iteration, metrics, ~past_limit, ordered=True)
+                jax.debug.callback(on_iteration, metrics, ~past_limit, ordered=self.ordered_callbacks)
             return (states, failed | (~ok & ~past_limit)), metrics
 
         (states, _), metrics = jax.lax.scan(body, (states, jnp.zeros((n_runs,), bool)),
