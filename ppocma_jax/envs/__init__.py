@@ -5,7 +5,7 @@ from __future__ import annotations
 from .base import Env, EnvSpec, StepResult
 from .wrappers import ActionRepeat
 
-SUITES: tuple[str, ...] = ("gymnax", "brax")
+SUITES: tuple[str, ...] = ("gymnax", "brax", "didactic")
 
 
 class UnknownEnvError(ValueError):
@@ -55,6 +55,12 @@ def make_env(name: str, action_repeat: int = 1, backend: str | None = None,
                                   f"{str(err).splitlines()[0] if str(err) else ''}") from None
     elif suite == "brax":
         env = _make_brax(env_name, backend, episode_length)
+    elif suite == "didactic":
+        from .didactic import DIDACTIC_ENVS, make_didactic_env
+
+        if env_name not in DIDACTIC_ENVS:
+            raise UnknownEnvError(f"unknown didactic env {env_name!r}; valid: {', '.join(DIDACTIC_ENVS)}")
+        env = make_didactic_env(env_name)
     else:  # pragma: no cover - guarded by _split
         raise UnknownEnvError(f"unknown suite {suite!r}")
     return ActionRepeat(env, action_repeat) if action_repeat > 1 else env
@@ -99,6 +105,9 @@ def list_envs(include_brax: bool = True) -> list[EnvSpec]:
             specs.append(GymnaxEnv(env_name).spec)
         except Exception:  # envs with unsupported spaces or extra requirements are not listed
             continue
+    from .didactic import DIDACTIC_ENVS, make_didactic_env
+
+    specs.extend(make_didactic_env(name).spec for name in DIDACTIC_ENVS)  # the paper's toy (spec §8)
     if include_brax:
         from . import brax_env
 
