@@ -147,6 +147,16 @@ class BraxEnv:
         self.spec = EnvSpec(f"brax/{name}", obs_dim, False, action_dim, (-1.0,) * action_dim, (1.0,) * action_dim,
                             self.episode_length)
 
+    @property
+    def sys(self) -> Any:
+        """The Brax `System` (model and geometry) that `brax.io.html.render` draws the pipeline states with."""
+        return self._env.sys
+
+    @staticmethod
+    def pipeline_state(state: BraxEnvState) -> Any:
+        """The physics state of `state` (Brax's `pipeline_state`): what `brax.io.html.render` animates."""
+        return state.brax_state.pipeline_state
+
     def reset(self, key: jax.Array) -> tuple[BraxEnvState, jax.Array]:
         brax_state = _strong(self._env.reset(key))
         state = BraxEnvState(brax_state, jnp.zeros((), jnp.int32))
