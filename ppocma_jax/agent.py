@@ -1,0 +1,464 @@
+"""The host-side Agent: PPO-CMA for any Python simulator, with the original Tutorial's interface (spec §7).
+
+    agent = Agent(state_dim, action_dim, action_min, action_max, iter_steps=2000)
+    while True:
+        action = agent.act(obs)                                   # jit-compiled, inside the action box
+        next_obs, reward, terminated, truncated, _ = sim.step(action)
+        agent.memorize(obs, action, reward, next_obs, terminated, truncated)
+        ...                                                       # reset the simulator when the episode ends
+        if agent.ready:                                           # iter_steps transitions memorised
+            mean_return = agent.update_with_memorized()
+
+The update is `Trainer.learn`, the same compiled function `make_train` runs after its own rollout: there is no
+second copy of the algorithm. What the Agent adds is bookkeeping on the host: the per-env decision index of each
+transition (the critic's time feature), episode returns, and the batch that `learn` needs.
+
+Fixed-size iterations (the design choice): `learn` is compiled for one batch shape, and PPO-CMA's history stores
+exactly `samples_per_iter` samples per iteration, so every update consumes exactly `iter_steps` transitions: the
+oldest `iter_steps / n_envs` memorised steps of each of the `n_envs` simulators, in order. Transitions memorised
+beyond that are kept for the next update, and so is an unfinished episode: its memorised part is learned now,
+bootstrapped from the critic at the cut exactly as `make_train` does at a rollout cut, and it continues with its
+true time index in the next iteration (the original discarded it). Fewer than `iter_steps` transitions is an error
+(`ready` says when enough are there). Padding or resampling a short batch would change the algorithm (the
+minibatch draws and the history's per-iteration weighting); one compiled shape keeps it exact and compiles once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .config import Config, ConfigError, HParams, config_fields, from_jsonable, hparams_fields, to_jsonable
+from .envs.base import EnvSpec
+from .normalize import ScalerState, scaler_apply
+from .policy import Policy, PolicyParams
+from .rollout import Transition
+from .train import Trainer, TrainState
+
+AGENT_ENV = "host/agent"  # Config.env of an Agent: its data comes from the caller, not from a JAX env
+HOST_STATE_FILE = "agent_host.npz"
+# Config fields that describe a JAX env, not an Agent's learning (the caller owns the simulator).
+_NOT_AGENT_SETTINGS = ("env", "backend", "mode", "seed")
+
+
+class AgentError(ValueError):
+    """Bad input to the Agent (shapes, call order), phrased as one line."""
+
+
+# ---------------------------------------------------------------- the spec-only env
+@dataclass(frozen=True)
+class HostEnv:
+    """A JAX `Env` in shape only: `Trainer.build` and `init_state` need an env's spec and a reset to size their
+    carry; the transitions come from a Python simulator, so `step` is never part of a compiled program."""
+
+    spec: EnvSpec
+
+    def reset(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return jnp.zeros((), jnp.int32), jnp.zeros((self.spec.obs_dim,), jnp.float32)
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array):
+        raise NotImplementedError(f"{self.spec.name} is a host simulator: step it in Python and pass the "
+                                  "transitions to Agent.memorize")
+
+
+def host_spec(state_dim: int, action_dim: int, action_min: Any, action_max: Any, name: str = AGENT_ENV,
+              max_episode_steps: int | None = None) -> EnvSpec:
+    """Validate the Agent's dimensions and bounds (scalars broadcast to every action dimension) -> EnvSpec."""
+    for label, value in (("state_dim", state_dim), ("action_dim", action_dim)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise AgentError(f"{label} must be a positive integer, got {value!r}")
+    bounds = []
+    for label, value in (("action_min", action_min), ("action_max", action_max)):
+        try:
+            arr = np.broadcast_to(np.asarray(value, np.float64), (int(action_dim),))
+        except (ValueError, TypeError):
+            raise AgentError(f"{label} must be a number or {action_dim} numbers, got {value!r}") from None
+        if not np.all(np.isfinite(arr)):
+            raise AgentError(f"{label} must be finite (the policy's mean is squashed into the box), got {value!r}")
+        bounds.append(tuple(float(v) for v in arr))
+    low, high = bounds
+    if not all(lo < hi for lo, hi in zip(low, high)):
+        raise AgentError(f"action_min {list(low)} must be below action_max {list(high)} in every dimension")
+    return EnvSpec(name, int(state_dim), False, int(action_dim), low, high, max_episode_steps)
+
+
+def agent_config(mode: str, seed: int, hyperparameters: dict[str, Any]) -> tuple[Config, HParams]:
+    """Keyword hyperparameters -> (Config, HParams). Any Config / HParams field is accepted; unknown names raise
+    ConfigError. Agent defaults differ from the CLI's in two places: one simulator (n_envs=1), and max_steps
+    is only a counter limit (never below one iteration)."""
+    cfg_names = {f.name for f in config_fields()} - set(_NOT_AGENT_SETTINGS)
+    hp_names = {f.name for f in hparams_fields()}
+    for name in hyperparameters:
+        if name in _NOT_AGENT_SETTINGS:
+            raise ConfigError(f"{name!r} is not an Agent hyperparameter"
+                              + (f" (pass it as Agent(..., {name}=...))" if name in ("mode", "seed") else
+                                 " (the caller owns the simulator)"))
+        if name not in cfg_names | hp_names:
+            raise ConfigError(f"unknown Agent hyperparameter {name!r}; valid: "
+                              f"{', '.join(sorted(cfg_names | hp_names))}")
+    cfg = {k: v for k, v in hyperparameters.items() if k in cfg_names}
+    hp = {k: v for k, v in hyperparameters.items() if k in hp_names}
+    cfg.setdefault("n_envs", 1)
+    cfg.setdefault("max_steps", max(Config.max_steps, int(cfg.get("iter_steps", Config.iter_steps))))
+    for key in ("initial_mean", "initial_std"):
+        if cfg.get(key) is not None:
+            cfg[key] = tuple(float(v) for v in np.atleast_1d(cfg[key]))
+    if "learning_rate" in hp and "critic_learning_rate" not in hp:
+        hp["critic_learning_rate"] = hp["learning_rate"]  # the original used one rate for both (as the CLI)
+    try:
+        config = Config(env=AGENT_ENV, mode=mode, seed=seed, **cfg)
+    except TypeError as err:  # pragma: no cover - names are checked above
+        raise ConfigError(str(err)) from None
+    return config.validate(), HParams(**hp).validate()
+
+
+# ---------------------------------------------------------------- compiled pieces (shared by equal configs)
+@partial(jax.jit, static_argnums=(0,))
+def _init_state(trainer: Trainer, key: jax.Array, hp: HParams) -> TrainState:
+    return trainer.init_state(key, hp)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _act(policy: Policy, deterministic: bool, params: PolicyParams, scaler: ScalerState, key: jax.Array,
+         obs: jax.Array, hp: HParams) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Actions [n, d] for observations [n, D], the mean std used (0 when deterministic), and the next key.
+
+    Until the first update (scaler never updated) actions come from the initial Gaussian, as in rollout.py."""
+    key, key_act = jax.random.split(key)
+    x = scaler_apply(scaler, obs)
+    first = scaler.count == 0
+    if deterministic:
+        mean0 = jnp.broadcast_to(jnp.asarray(policy.initial_mean, jnp.float32), (obs.shape[0], policy.action_dim))
+        return jnp.where(first, mean0, policy.deterministic(params, x)), jnp.zeros((), jnp.float32), key
+    action, std = policy.sample(key_act, params, x, hp)
+    init_action, init_std = policy.sample_initial(key_act, obs.shape[:1])
+    action = jnp.where(first, init_action, action)
+    std = jnp.where(first, init_std, std)
+    return action, jnp.mean(std), key
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _update(trainer: Trainer, state: TrainState, traj: Transition, hp: HParams
+            ) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One iteration's update on a host batch: `Trainer.learn` with the keys `Trainer.iteration` would use.
+
+    The key split is the same as in `Trainer.iteration` (the second key is its rollout key, unused here), so an
+    Agent state equal to a make_train state, given that iteration's rollout, reaches the same parameters. A
+    non-finite update is discarded (the state stays the last good one), as in the compiled loop."""
+    key, _key_rollout, key_critic, key_policy = jax.random.split(state.key, 4)
+    learned, metrics = trainer.learn(state, traj, key_critic, key_policy, hp)
+    new_state = learned.replace(key=key, iteration=state.iteration + 1,
+                                env_steps=state.env_steps + trainer.config.iter_steps)
+    ok = metrics["finite"] == 1
+    return jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state), metrics
+
+
+# ---------------------------------------------------------------- host-side bookkeeping
+def _as_batch(name: str, value: Any, n: int, trailing: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """`value` as [n, *trailing]; one unbatched item is accepted when n == 1. Raises AgentError otherwise."""
+    arr = np.asarray(value, dtype)
+    if arr.shape == trailing and n == 1:
+        return arr.reshape((1,) + trailing)
+    if arr.shape != (n,) + trailing:
+        want = f"{trailing or 'a scalar'} (one simulator) or {(n,) + trailing}" if n == 1 else f"{(n,) + trailing}"
+        raise AgentError(f"{name} has shape {arr.shape}; expected {want} for n_envs={n}")
+    return arr
+
+
+@dataclass
+class EpisodeTracker:
+    """Per-simulator decision index and running return, plus the episodes finished since the last update."""
+
+    time: np.ndarray  # [n] int32 decisions since the episode started (the critic's time feature)
+    ep_return: np.ndarray  # [n] float64
+    ep_length: np.ndarray  # [n] int64
+    returns: list[float] = dataclasses.field(default_factory=list)
+    lengths: list[int] = dataclasses.field(default_factory=list)
+
+    @staticmethod
+    def new(n: int) -> EpisodeTracker:
+        return EpisodeTracker(np.zeros(n, np.int32), np.zeros(n, np.float64), np.zeros(n, np.int64))
+
+    def step(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """Record one step of every simulator; return the time index of the step just taken."""
+        time = self.time.copy()
+        self.ep_return += reward
+        self.ep_length += 1
+        for i in np.flatnonzero(done):
+            self.returns.append(float(self.ep_return[i]))
+            self.lengths.append(int(self.ep_length[i]))
+        self.time = np.where(done, 0, self.time + 1).astype(np.int32)
+        self.ep_return = np.where(done, 0.0, self.ep_return)
+        self.ep_length = np.where(done, 0, self.ep_length)
+        return time
+
+
+_FIELDS = ("obs", "action", "reward", "terminated", "truncated", "next_obs", "time")
+
+
+class Agent:
+    """PPO-CMA (or PPO / PG) for a Python simulator: act, memorize, update_with_memorized, save, load.
+
+    Args:
+      state_dim, action_dim: observation and action sizes.
+      action_min, action_max: the action box (a number for every dimension, or one per dimension).
+      mode: PPO-CMA-m (default), PPO-CMA, PPO, PG or PG-pos.
+      seed: seeds the networks, the update's minibatches and the exploration noise.
+      **hyperparameters: any `Config` or `HParams` field, e.g. iter_steps=2000 (N: transitions per update, the
+        main knob), n_envs=8 (simulators memorised together as a batch), learning_rate=5e-4, batch_size=512,
+        history_buffer_size=9, hidden_units=128. Unknown names raise ConfigError.
+    """
+
+    def __init__(self, state_dim: int, action_dim: int, action_min: Any, action_max: Any, mode: str = "PPO-CMA-m",
+                 seed: int = 0, **hyperparameters: Any):
+        spec = host_spec(state_dim, action_dim, action_min, action_max)
+        config, hparams = agent_config(mode, seed, hyperparameters)
+        self._setup(spec, config, hparams)
+
+    @classmethod
+    def from_config(cls, spec: EnvSpec, config: Config, hparams: HParams) -> Agent:
+        """An Agent for `spec` with a complete configuration (what the CLI's gymnasium suite and `load` use)."""
+        agent = cls.__new__(cls)
+        agent._setup(spec, config, hparams)
+        return agent
+
+    def _setup(self, spec: EnvSpec, config: Config, hparams: HParams, state: TrainState | None = None) -> None:
+        self.spec = spec
+        self.trainer = Trainer.build(config, env=HostEnv(spec))
+        self.trainer.check_hparams(hparams)
+        self.config = self.trainer.config
+        self.hparams = hparams
+        self._hp = hparams.as_arrays()
+        root = jax.random.PRNGKey(config.seed)
+        self.state = state if state is not None else _init_state(self.trainer, root, self._hp)
+        self._act_key = jax.random.fold_in(root, 1)  # its own stream: acting never shifts the update's keys
+        self._rows: list[tuple[np.ndarray, ...]] = []
+        self._episodes = EpisodeTracker.new(config.n_envs)
+        self._std_sum: list[jax.Array] = []
+        self.last_metrics: dict[str, float] = {}
+
+    # ---------------------------------------------------------------- acting
+    @property
+    def n_envs(self) -> int:
+        return self.config.n_envs
+
+    def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
+        """Action(s) for one observation [state_dim] -> [action_dim], or a batch [n, state_dim] -> [n, action_dim].
+
+        Stochastic actions are sampled from the policy (before the first update: from the initial Gaussian, as the
+        original) and clipped to the box; deterministic=True gives the mean action."""
+        x = np.asarray(obs, np.float32)
+        single = x.ndim == 1
+        if x.ndim not in (1, 2) or x.shape[-1] != self.spec.obs_dim:
+            raise AgentError(f"obs has shape {x.shape}; expected ({self.spec.obs_dim},) or "
+                             f"(batch, {self.spec.obs_dim})")
+        batch = x[None] if single else x
+        action, std, self._act_key = _act(self.trainer.policy, bool(deterministic), self.state.policy_params,
+                                          self.state.scaler, self._act_key, batch, self._hp)
+        if not deterministic:
+            self._std_sum.append(std)  # kept as a device scalar: no host sync beyond the action's
+        action = np.asarray(action)
+        return action[0] if single else action
+
+    # ---------------------------------------------------------------- memorising
+    def memorize(self, obs: Any, action: Any, reward: Any, next_obs: Any, terminated: Any,
+                 truncated: Any = False) -> None:
+        """Store one transition per simulator: arrays with a leading [n_envs] axis, or unbatched when n_envs=1.
+
+        next_obs is the true successor: the episode's final observation when it ended (not the reset one).
+        terminated: a true end (no bootstrap); truncated: a time limit or any other cut (bootstrapped from
+        next_obs). The action is clipped to the box, as the trainer stores it."""
+        n, D, d = self.n_envs, self.spec.obs_dim, self.spec.action_dim
+        obs_b = _as_batch("obs", obs, n, (D,), np.float32)
+        next_b = _as_batch("next_obs", next_obs, n, (D,), np.float32)
+        action_b = _as_batch("action", action, n, (d,), np.float32)
+        reward_b = _as_batch("reward", reward, n, (), np.float32)
+        term_b = _as_batch("terminated", terminated, n, (), bool)
+        trunc_b = _as_batch("truncated", np.broadcast_to(truncated, term_b.shape) if np.ndim(truncated) == 0
+                            else truncated, n, (), bool)
+        for name, arr in (("obs", obs_b), ("next_obs", next_b), ("action", action_b), ("reward", reward_b)):
+            if not np.all(np.isfinite(arr)):
+                raise AgentError(f"{name} contains NaN or Inf")
+        low, high = self.spec.low_high()
+        action_b = np.clip(action_b, low, high)
+        time = self._episodes.step(reward_b.astype(np.float64), term_b | trunc_b)
+        self._rows.append((obs_b, action_b, reward_b, term_b, trunc_b, next_b, time))
+
+    @property
+    def memorized_steps(self) -> int:
+        """Steps memorised and not yet learned (one step = one transition of every simulator)."""
+        return len(self._rows)
+
+    @property
+    def ready(self) -> bool:
+        """True when an update has its full batch: iter_steps / n_envs steps of every simulator."""
+        return len(self._rows) >= self.config.rollout_len
+
+    # ---------------------------------------------------------------- learning
+    def update_with_memorized(self) -> float:
+        """One PPO-CMA iteration on the oldest iter_steps memorised transitions (the rest stay memorised).
+
+        Returns the mean undiscounted return of the episodes that finished since the last update, NaN if none did
+        (the original divided by zero). Raises AgentError when fewer than iter_steps transitions are memorised."""
+        T, n = self.config.rollout_len, self.n_envs
+        if not self._rows:
+            raise AgentError(f"nothing to learn from: memorize transitions first (an update uses iter_steps="
+                             f"{self.config.iter_steps}: {T} steps of {n} simulator(s))")
+        if len(self._rows) < T:
+            raise AgentError(f"an update needs iter_steps={self.config.iter_steps} transitions ({T} steps of {n} "
+                             f"simulator(s)) but {len(self._rows) * n} are memorised; memorize more (Agent.ready "
+                             "says when) or create the Agent with a smaller iter_steps")
+        rows, self._rows = self._rows[:T], self._rows[T:]
+        traj = Transition(*(jnp.asarray(np.stack(column)) for column in zip(*rows)))
+        metrics = self.learn(traj)
+        tracker = self._episodes
+        episodes = len(tracker.returns)
+        mean_return = float(np.mean(tracker.returns)) if episodes else math.nan
+        std = float(np.mean(np.stack(self._std_sum))) if self._std_sum else math.nan
+        self.last_metrics = dict(metrics, iteration=int(self.state.iteration), env_steps=int(self.state.env_steps),
+                                 mean_return=mean_return, episodes=episodes,
+                                 mean_length=float(np.mean(tracker.lengths)) if episodes else math.nan,
+                                 policy_std=std)
+        tracker.returns, tracker.lengths, self._std_sum = [], [], []
+        return mean_return
+
+    def learn(self, traj: Transition) -> dict[str, float]:
+        """The compiled update on a caller-made time-major batch ([T, n_envs, ...] with T = iter_steps / n_envs),
+        like the original's `update(trajectories)`. Returns the learning metrics (losses, approx_kl, ...)."""
+        want = (self.config.rollout_len, self.n_envs)
+        if tuple(traj.reward.shape) != want:
+            raise AgentError(f"learn needs a batch of shape [T, n_envs] = {list(want)}, got "
+                             f"{list(traj.reward.shape)}")
+        self.state, metrics = _update(self.trainer, self.state, traj, self._hp)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        if metrics["finite"] != 1:
+            raise FloatingPointError(f"the update of iteration {int(self.state.iteration) + 1} produced NaN/Inf "
+                                     "(losses or parameters); it was discarded and the agent kept its last good "
+                                     "state")
+        return metrics
+
+    def warm_up(self, eval_batch: int | None = None) -> float:
+        """Compile `act` (a batch of n_envs; and deterministic at `eval_batch` if given) and the update now, on
+        throw-away inputs, without changing the agent; returns the seconds spent (the compile time to report)."""
+        t0 = time.perf_counter()
+        D, n, T = self.spec.obs_dim, self.n_envs, self.config.rollout_len
+        policy, params, scaler = self.trainer.policy, self.state.policy_params, self.state.scaler
+        jax.block_until_ready(_act(policy, False, params, scaler, self._act_key, jnp.zeros((n, D)), self._hp))
+        if eval_batch:
+            jax.block_until_ready(_act(policy, True, params, scaler, self._act_key, jnp.zeros((eval_batch, D)),
+                                       self._hp))
+        zeros = lambda *shape, dtype=jnp.float32: jnp.zeros((T, n) + shape, dtype)  # noqa: E731
+        dummy = Transition(zeros(D), zeros(self.spec.action_dim), zeros(), zeros(dtype=bool), zeros(dtype=bool),
+                           zeros(D), zeros(dtype=jnp.int32))
+        jax.block_until_ready(_update(self.trainer, self.state, dummy, self._hp))  # result discarded
+        return time.perf_counter() - t0
+
+    @property
+    def policy_std(self) -> float:
+        """Mean action std over act() calls since the last update (the original's getAverageActionStdev)."""
+        return float(np.mean(np.stack(self._std_sum))) if self._std_sum else math.nan
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the agent to directory `path`: config.json (as a CLI run), the TrainState as an orbax checkpoint
+        in path/checkpoints/<iteration>/ (the trainer's format), and the host bookkeeping (memorised transitions,
+        episode trackers, acting key) in agent_host.npz, so `Agent.load(path)` continues exactly."""
+        from .checkpoint import Checkpointer
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        document = to_jsonable(self.config, self.hparams)
+        document["agent"] = {"state_dim": self.spec.obs_dim, "action_dim": self.spec.action_dim,
+                             "action_min": list(self.spec.action_low), "action_max": list(self.spec.action_high),
+                             "env_name": self.spec.name, "max_episode_steps": self.spec.max_episode_steps}
+        tmp = path / "config.json.tmp"
+        tmp.write_text(json.dumps(document, indent=2) + "\n")
+        tmp.replace(path / "config.json")
+        checkpointer = Checkpointer(path)
+        try:
+            checkpointer.save(int(self.state.iteration), self.state)
+        finally:
+            checkpointer.close()
+        np.savez(path / HOST_STATE_FILE, **self._host_arrays())
+        return path
+
+    def _host_arrays(self) -> dict[str, np.ndarray]:
+        n, D, d = self.n_envs, self.spec.obs_dim, self.spec.action_dim
+        empty = {"obs": (n, D), "action": (n, d), "reward": (n,), "terminated": (n,), "truncated": (n,),
+                 "next_obs": (n, D), "time": (n,)}
+        columns = list(zip(*self._rows)) if self._rows else [np.zeros((0,) + empty[f]) for f in _FIELDS]
+        arrays = {f"rows_{f}": np.stack(c) if self._rows else c for f, c in zip(_FIELDS, columns)}
+        tracker = self._episodes
+        return dict(arrays, act_key=np.asarray(self._act_key),
+                    time=tracker.time, ep_return=tracker.ep_return, ep_length=tracker.ep_length,
+                    returns=np.asarray(tracker.returns, np.float64), lengths=np.asarray(tracker.lengths, np.int64),
+                    std=np.asarray([float(s) for s in self._std_sum], np.float32))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Agent:
+        """An Agent from a directory written by `save` (or a `--env gymnasium/...` CLI run: its newest checkpoint)."""
+        from .checkpoint import Checkpointer
+
+        path = Path(path)
+        try:
+            document = json.loads((path / "config.json").read_text())
+            config, hparams = from_jsonable(document)
+        except FileNotFoundError:
+            raise AgentError(f"{str(path)!r} holds no saved agent (no config.json)") from None
+        except (ValueError, TypeError, KeyError) as err:
+            raise AgentError(f"{str(path)!r} has an unreadable config.json ({err})") from None
+        spec = _spec_from_document(document, config)
+        agent = cls.__new__(cls)
+        agent._setup(spec, config, hparams, state=_init_state_shape(spec, config, hparams))
+        checkpointer = Checkpointer(path)
+        try:
+            if checkpointer.latest_iteration() is None:
+                raise AgentError(f"{str(path)!r} has no checkpoint")
+            agent.state = checkpointer.restore(agent.state)
+        finally:
+            checkpointer.close()
+        host = path / HOST_STATE_FILE
+        if host.exists():
+            agent._restore_host(dict(np.load(host)))
+        return agent
+
+    def _restore_host(self, arrays: dict[str, np.ndarray]) -> None:
+        count = arrays["rows_obs"].shape[0]
+        self._rows = [tuple(arrays[f"rows_{f}"][i] for f in _FIELDS) for i in range(count)]
+        self._act_key = jnp.asarray(arrays["act_key"])
+        self._episodes = EpisodeTracker(arrays["time"].astype(np.int32), arrays["ep_return"],
+                                        arrays["ep_length"], list(map(float, arrays["returns"])),
+                                        list(map(int, arrays["lengths"])))
+        self._std_sum = [jnp.asarray(s) for s in arrays["std"]]
+
+
+def _spec_from_document(document: dict, config: Config) -> EnvSpec:
+    """The EnvSpec recorded by `save`, or the gymnasium env's own (a CLI run directory)."""
+    info = document.get("agent")
+    if info is not None:
+        return host_spec(info["state_dim"], info["action_dim"], info["action_min"], info["action_max"],
+                         name=info.get("env_name", AGENT_ENV), max_episode_steps=info.get("max_episode_steps"))
+    if config.env.startswith("gymnasium/"):
+        from .envs.gymnasium_env import gymnasium_spec
+
+        return gymnasium_spec(config.env.split("/", 1)[1], config.action_repeat)
+    raise AgentError(f"config.json describes a run of {config.env}, not an agent; resume it with "
+                     "python -m ppocma_jax --resume")
+
+
+def _init_state_shape(spec: EnvSpec, config: Config, hparams: HParams) -> TrainState:
+    """A TrainState of the right structure without running the policy pre-training (restore overwrites it)."""
+    trainer = Trainer.build(config, env=HostEnv(spec))
+    abstract = jax.eval_shape(trainer.init_state, jax.random.PRNGKey(0), hparams.as_arrays())
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract)
+
