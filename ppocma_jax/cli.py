@@ -113,8 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also log every metric to RUN_DIR/tensorboard (needs tensorboardX)")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the final summary")
     run.add_argument("--verbose", action="store_true", help="print every iteration with losses (Run.py's switch)")
+    run.add_argument("--wandb", action="store_true",
+                     help="also log every metric to Weights & Biases (needs wandb; WANDB_MODE=offline works offline)")
+    run.add_argument("--wandb-project", "--wandb_project", dest="wandb_project", default=None, metavar="NAME",
+                     help="wandb project of --wandb (default: ppocma_jax)")
     run.add_argument("--render", action="store_true",
-                     help="render episodes (Run.py's switch; not available yet: exits with a message)")
+                     help="at the end, render one deterministic episode to RUN_DIR/render.gif (gymnax) or "
+                          "render.html (brax) (Run.py's switch)")
 
     cfg = parser.add_argument_group("configuration (static: changing these recompiles)")
     for f in config_fields():
@@ -216,7 +221,8 @@ def _prepare_run_dir(args: argparse.Namespace, config: Config, hparams: HParams,
         run_dir = Path(args.resume)
         given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("-")}
         allowed = {"--resume", "--max-steps", "--max_steps", "--quiet", "-q", "--verbose", "--checkpoint-every",
-                   "--checkpoint_every", "--tensorboard"}
+                   "--checkpoint_every", "--tensorboard", "--render", "--wandb", "--wandb-project",
+                   "--wandb_project"}
         if given - allowed:
             raise CliError(f"--resume continues the run as configured in its config.json; only --max-steps, "
                            f"--checkpoint-every, --quiet and --verbose may be given with it (got "
@@ -284,8 +290,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.list_envs:
         print(list_envs_text())
         return 0
-    if args.render:
-        raise CliError("--render is not available yet: rendering arrives with deterministic evaluation")
+    if args.wandb_project is not None and not args.wandb:
+        raise CliError("--wandb-project is given without --wandb")
+    if args.wandb:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise CliError('--wandb needs wandb: pip install wandb (or pip install -e ".[wandb]")') from None
     if args.checkpoint_every < 0:
         raise CliError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
 
@@ -312,6 +323,16 @@ def run(argv: Sequence[str] | None = None) -> int:
     config.validate()
     hparams.validate()
     trainer = Trainer.build(config)  # ConfigError / UnknownEnvError before any compilation
+    if args.render:  # a missing package stops here, before any work; an env without a renderer only says so
+        from .render import MissingDependency, NotRenderable, render_kind
+
+        try:
+            render_kind(trainer.env)
+        except MissingDependency as err:
+            raise CliError(f"--render: {err}") from None
+        except NotRenderable as err:
+            print(f"{PROG}: note: --render: {err}; training without a render", file=sys.stderr)
+            args.render = False
     saved = json.loads((out_dir / "config.json").read_text()) if resuming else None
     runs = _run_plan(args, config, hparams, saved)
     for index in range(1 if runs is None else len(runs)):
@@ -373,6 +394,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     start_iteration = iteration_of(state)
     monitor = RunMonitor(out_dir, n_iter, config.iter_steps, quiet=args.quiet, verbose=args.verbose,
                          resume_after=start_iteration if resuming else None, tensorboard=args.tensorboard,
+                         wandb_project=(args.wandb_project or "ppocma_jax") if args.wandb else None,
+                         wandb_config=json.loads((out_dir / "config.json").read_text()) if args.wandb else None,
                          run_labels=None if runs is None else runs.labels)
 
     # One compiled chunk of `chunk` iterations serves every chunk (the last one skips what is past n_iter).
@@ -421,6 +444,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         result["nonfinite_at_iteration"] = monitor.first_nonfinite
     (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     print(summary_text)
+    if args.render:
+        _render(trainer, state, monitor.rows, None if runs is None else len(runs), out_dir, config.seed, say)
     if monitor.first_nonfinite is not None:
         scope = "" if runs is None else f" in {len(monitor.failed_runs)} of {n_runs} runs"
         print(f"{PROG}: error: training produced NaN/Inf at iteration {monitor.first_nonfinite}{scope} (losses or "
@@ -428,6 +453,19 @@ def run(argv: Sequence[str] | None = None) -> int:
               f"newest checkpoint in {checkpointer.directory}", file=sys.stderr)
         return 1
     return 0
+
+
+def _render(trainer, state, rows: list[dict], n_runs: int | None, out_dir: Path, seed: int, say) -> None:
+    """--render: one deterministic episode of the final policy (of the best run of a sweep) to RUN_DIR/render.*.
+    A failure is one line on stderr; the run's other outputs are already written and stay."""
+    from .render import RenderError, render_trained
+
+    say("rendering one deterministic episode ...", flush=True)
+    try:
+        path, run = render_trained(trainer, state, rows, n_runs, out_dir / "render", seed)
+        say(f"render: {path}" + ("" if n_runs is None else f" (run {run}, the best final return)"))
+    except RenderError as err:
+        print(f"{PROG}: warning: --render: {err}; the run's other outputs are kept in {out_dir}", file=sys.stderr)
 
 
 def _sweep_summary(runs, rows: list[dict], out_dir: Path, result: dict) -> str:

@@ -1,4 +1,6 @@
-"""`python -m ppocma_jax.evaluate RUN_DIR [--episodes N] [--stochastic]`: evaluate a run's newest checkpoint."""
+"""`python -m ppocma_jax.evaluate RUN_DIR [--episodes N] [--stochastic] [--video]`: evaluate a run's newest
+checkpoint; --video also renders one deterministic episode to RUN_DIR/render_<iteration>.gif (gymnax) or .html
+(brax)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation env starts")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean action")
     parser.add_argument("--iteration", type=int, default=None, help="checkpoint to load (default: newest)")
+    parser.add_argument("--video", action="store_true",
+                        help="also render one deterministic episode to RUN_DIR/render_<iteration>.gif or .html")
     args = parser.parse_args(argv)
     prog = "python -m ppocma_jax.evaluate"
     if args.episodes <= 0:
@@ -42,6 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: {run_dir} has no checkpoint", file=sys.stderr)
         return 2
     trainer = Trainer.build(config)
+    if args.video:  # before loading anything: a missing package or an env without a renderer is one line
+        from .render import RenderError, render_kind
+
+        try:
+            render_kind(trainer.env)
+        except RenderError as err:
+            print(f"{prog}: error: --video: {err}", file=sys.stderr)
+            return 2
     hp = hparams.as_arrays()
     like = jax.eval_shape(trainer.init_state, jax.random.PRNGKey(0), hp)
     checkpointer = Checkpointer(run_dir)
@@ -66,6 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = {"iteration": iteration, "env_steps": int(state.env_steps), "mode": kind, "returns": returns,
            "mean": mean, "std": std}
     (run_dir / f"eval_{kind}.json").write_text(json.dumps(out, indent=2) + "\n")
+    if args.video:
+        from .render import RenderError, render_episode
+
+        try:
+            path = render_episode(trainer.env, trainer.policy, state.policy_params, state.scaler,
+                                  run_dir / f"render_{iteration}", jax.random.PRNGKey(args.seed),
+                                  episode_limit(trainer.env))
+        except RenderError as err:
+            print(f"{prog}: error: --video: {err}", file=sys.stderr)
+            return 1
+        print(f"video: {path}")
     return 0
 
 

@@ -45,13 +45,16 @@ class RunMonitor:
     def __init__(self, out_dir: Path | None, n_iterations: int, iter_steps: int, quiet: bool = False,
                  verbose: bool = False, stream: TextIO | None = None, print_every_s: float = 1.0,
                  resume_after: int | None = None, tensorboard: bool = False,
-                 run_labels: list[dict[str, Any]] | None = None):
+                 run_labels: list[dict[str, Any]] | None = None, wandb_project: str | None = None,
+                 wandb_config: dict[str, Any] | None = None):
         """resume_after=K continues an existing metrics.csv: rows after iteration K (work lost when the run was
         killed after its last checkpoint) are dropped, so the file has no gaps and no duplicate iterations, and
         wall_s continues from the last kept row.
 
         run_labels (one dict per run, e.g. {"setting": 0, "seed": 3, "learning_rate": 1e-3}) makes this the sink of
-        a batched program: `monitor(metrics, ran)` gets [R] arrays and writes one row per run, the labels first."""
+        a batched program: `monitor(metrics, ran)` gets [R] arrays and writes one row per run, the labels first.
+
+        wandb_project also logs every row to Weights & Biases (WandbSink), with wandb_config as the run's config."""
         self.run_labels = run_labels
         self.label_columns: tuple[str, ...] = ("run",) + tuple(run_labels[0]) if run_labels else ()
         self.columns = self.label_columns + CSV_COLUMNS
@@ -98,6 +101,10 @@ class RunMonitor:
             # purge_step drops events of iterations after the checkpoint we resume from
             self._tb = SummaryWriter(str(Path(out_dir) / "tensorboard"),
                                      purge_step=None if resume_after is None else resume_after + 1)
+        self._wandb = None
+        if wandb_project is not None and out_dir is not None:
+            self._wandb = WandbSink(Path(out_dir), wandb_project, wandb_config or {}, resume_after is not None,
+                                    self.label_columns)
 
     def start(self) -> None:
         """Call right before the compiled program starts: wall_s counts from here (compile excluded)."""
@@ -119,6 +126,8 @@ class RunMonitor:
         for r, row in enumerate(rows):
             row["wall_s"] = wall
             self._record(r, row)
+        if self._wandb is not None:
+            self._wandb.log(rows, self.run_labels is not None)
         row = rows[0] if len(rows) == 1 else self._aggregate(rows)
         if self.first_iteration is None:
             self.first_iteration = int(row["iteration"])
@@ -200,6 +209,46 @@ class RunMonitor:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._wandb is not None:
+            self._wandb.close()
+            self._wandb = None
+
+
+class WandbSink:
+    """Every row to Weights & Biases: one wandb run per run directory (its files in RUN_DIR/wandb/), the wandb step
+    is the iteration and env_steps is logged beside the metrics. Seed / sweep runs are keyed per run like the
+    TensorBoard sink (`run3/mean_return`).
+
+    The wandb run id is kept in RUN_DIR/wandb_id.txt, so `--resume` continues the same wandb run. Iterations between
+    the checkpoint and a kill are recomputed identically (exact resume) and logged again under the same step, which
+    wandb ignores as already logged."""
+
+    def __init__(self, out_dir: Path, project: str, config: dict[str, Any], resume: bool,
+                 label_columns: tuple[str, ...] = ()):
+        import uuid
+
+        import wandb
+
+        id_file = out_dir / "wandb_id.txt"
+        run_id = id_file.read_text().strip() if resume and id_file.exists() else uuid.uuid4().hex[:12]
+        id_file.write_text(run_id + "\n")
+        self.skip = ("iteration", "wall_s", "run") + tuple(label_columns)
+        self.run = wandb.init(project=project, name=out_dir.name, id=run_id, resume="allow" if resume else None,
+                              dir=str(out_dir),
+                              config=config)
+
+    def log(self, rows: list[dict[str, float]], batched: bool) -> None:
+        """One iteration: a row per run (one row for a single run). NaN cells (no episode finished, no evaluation
+        this iteration) are left out, never logged as a number."""
+        data: dict[str, float] = {"env_steps": rows[0]["env_steps"]}
+        for r, row in enumerate(rows):
+            prefix = f"run{r}/" if batched else ""
+            data.update({prefix + name: value for name, value in row.items()
+                         if name not in self.skip and name != "env_steps" and not math.isnan(value)})
+        self.run.log(data, step=int(rows[0]["iteration"]))
+
+    def close(self) -> None:
+        self.run.finish()
 
 
 def _describe(label: dict[str, Any]) -> str:

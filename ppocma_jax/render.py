@@ -265,3 +265,18 @@ def best_run(rows: list[dict[str, float]], n_runs: int) -> int:
     finals = [summarize_returns([r for r in rows if int(r.get("run", 0)) == i])[0] for i in range(n_runs)]
     scored = [(f, i) for i, f in enumerate(finals) if not math.isnan(f)]
     return max(scored, key=lambda s: s[0])[1] if scored else 0
+
+
+def render_trained(trainer: Any, state: Any, rows: list[dict[str, float]], n_runs: int | None, stem: Path,
+                   seed: int) -> tuple[Path, int]:
+    """Render the policy of a Trainer's TrainState (the best run's, for a batched state of `n_runs` runs).
+
+    -> (written file, run index rendered). Episode length: the env's own time limit (evaluation.episode_limit)."""
+    from .evaluation import episode_limit
+    from .sweep import take_run
+
+    run = 0 if n_runs is None else best_run(rows, n_runs)
+    one = state if n_runs is None else take_run(state, run)
+    path = render_episode(trainer.env, trainer.policy, one.policy_params, one.scaler, stem,
+                          jax.random.PRNGKey(seed), episode_limit(trainer.env))
+    return path, run

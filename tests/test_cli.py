@@ -50,7 +50,7 @@ def test_help_documents_every_flag(capsys):
     (["--gamma", "1.5"], "gamma must be in [0, 1]"),
     (["-lr", "nan"], "learning_rate must be finite"),
     (["--activation", "sigmoid"], "valid: lrelu"),
-    (["--render"], "--render is not available yet"),
+    (["--wandb-project", "x"], "--wandb-project is given without --wandb"),
     (["--seed", "-1"], "seed must be an integer in [0, 2**32)"),
     (["--env", "gymnax/Pendulum-v1", "--initial-mean", "5"], "strictly inside the action box"),
     (["--env", "gymnax/Pendulum-v1", "--initial-std", "nan"], "initial_std must be finite"),
