@@ -45,36 +45,54 @@ def mirror_targets(actions: jax.Array, mean_old: jax.Array, std: jax.Array, adva
 
 
 def variance_loss(params: PolicyParams, obs: jax.Array, actions: jax.Array, advantages: jax.Array,
-                  policy: Policy, hp: HParams) -> jax.Array:
+                  policy: Policy, hp: HParams, mean: jax.Array | None = None) -> jax.Array:
     """-1/B sum A+_i log N(a_i; sg(mu(s_i)), sigma^2(s_i)) over a history minibatch (spec §3.4).
 
     For one state its minimiser is the A+-weighted second moment of past good actions around the CURRENT mean:
     the variance stretches along the direction the mean keeps moving (the paper's evolution-path analogue).
     obs: [B, D] scaled; actions: [B, d]; advantages: [B] (signed; only the positive part counts).
+    mean: [B, d] the frozen current mean at obs, if the caller computed it already (the trainer does, for all
+    minibatches of the pass in one forward); otherwise it is computed here, under stop_gradient.
     """
-    mean = jax.lax.stop_gradient(policy.mean(params, obs))
+    if mean is None:
+        mean = policy.mean(params, obs)
+    mean = jax.lax.stop_gradient(mean)
     logvar = policy.logvar(params, obs, hp)
     weights = jnp.maximum(advantages, 0.0)
     return -jnp.mean(weights * gaussian_log_prob(actions, mean, logvar))
 
 
-def mean_loss(params: PolicyParams, obs: jax.Array, actions: jax.Array, advantages: jax.Array,
-              mean_old: jax.Array, policy: Policy, hp: HParams, mirror: bool) -> jax.Array:
-    """Advantage-weighted Gaussian NLL of the mean with the variance frozen (spec §3.4).
+def mean_loss_targets(params: PolicyParams, obs: jax.Array, actions: jax.Array, advantages: jax.Array,
+                      mean_old: jax.Array, policy: Policy, hp: HParams, mirror: bool
+                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The constants of the mean pass (spec §3.4) -> (targets [B, d], weights [B], logvar [B, d]).
 
-    PPO-CMA-m (mirror=True): positive samples pull the mean toward a, negative ones toward 2 mean_old - a with the
-    kernel weight of `mirror_targets`. PPO-CMA: advantages arrive ReLU'd, so only positive samples count.
-    obs: [B, D] scaled; actions, mean_old: [B, d]; advantages: [B].
+    They depend only on the frozen variance net, mean_old and the data, so the trainer computes them once for the
+    whole iteration instead of once per minibatch. PPO-CMA-m (mirror=True): positive samples target a, negative
+    ones 2 mean_old - a with the kernel weight of `mirror_targets`; PPO-CMA: advantages arrive ReLU'd, so only
+    positive samples count.
     """
-    logvar = jax.lax.stop_gradient(policy.logvar(params, obs, hp))
+    logvar = policy.logvar(params, obs, hp)
     if mirror:
-        std = jnp.exp(0.5 * logvar)
-        targets, weights = mirror_targets(actions, mean_old, std, advantages, hp.kernel_scale)
+        targets, weights = mirror_targets(actions, mean_old, jnp.exp(0.5 * logvar), advantages, hp.kernel_scale)
     else:
         targets, weights = actions, jnp.maximum(advantages, 0.0)
-    targets, weights = jax.lax.stop_gradient((targets, weights))
+    return jax.lax.stop_gradient((targets, weights, logvar))
+
+
+def mean_nll(params: PolicyParams, obs: jax.Array, targets: jax.Array, weights: jax.Array, logvar: jax.Array,
+             policy: Policy) -> jax.Array:
+    """-1/B sum w_i log N(target_i; mu(s_i), exp(logvar_i)): the mean pass's loss given its constants."""
     mean = policy.mean(params, obs)
-    return -jnp.mean(weights * gaussian_log_prob(targets, mean, logvar))
+    return -jnp.mean(weights * gaussian_log_prob(targets, mean, jax.lax.stop_gradient(logvar)))
+
+
+def mean_loss(params: PolicyParams, obs: jax.Array, actions: jax.Array, advantages: jax.Array,
+              mean_old: jax.Array, policy: Policy, hp: HParams, mirror: bool) -> jax.Array:
+    """Advantage-weighted Gaussian NLL of the mean with the variance frozen (spec §3.4): `mean_nll` on the
+    constants of `mean_loss_targets`. obs: [B, D] scaled; actions, mean_old: [B, d]; advantages: [B]."""
+    targets, weights, logvar = mean_loss_targets(params, obs, actions, advantages, mean_old, policy, hp, mirror)
+    return mean_nll(params, obs, targets, weights, logvar, policy)
 
 
 def ppo_loss(params: PolicyParams, obs: jax.Array, actions: jax.Array, advantages: jax.Array,

@@ -29,7 +29,7 @@ from .history import History, history_init, history_push, history_sample
 from .networks import MLP, MLPParams
 from .normalize import ScalerState, scaler_apply, scaler_init, scaler_update
 from .optim import adam_init, adam_step
-from .policy import Policy, PolicyParams
+from .policy import Policy, PolicyParams, gaussian_log_prob
 from .rollout import EnvCarry, Transition, env_reset, rollout
 
 ADV_EPS = 1e-10  # the original's epsilon in A / (std(A) + eps)
@@ -225,11 +225,16 @@ class Trainer:
             adv = adv / (adv_std + ADV_EPS)
 
         opt_states = dict(state.opt_states, critic=critic_opt)
-        log_prob_old = self.policy.log_prob(state.policy_params, obs, flat.action, hp)
+        if self.policy.discrete:
+            log_prob_old = self.policy.log_prob(state.policy_params, obs, flat.action, hp)
+        else:  # one forward pass gives both the old mean (PPO-CMA's mirroring centre) and log pi_old
+            mean_old, logvar_old = self.policy.gaussian(state.policy_params, obs, hp)
+            log_prob_old = gaussian_log_prob(flat.action, mean_old, logvar_old)
         if cfg.is_cma:
             history = history_push(state.history, flat.obs, flat.action, adv)
             policy_params, opt_states, policy_loss, var_loss = self._cma_update(
-                state.policy_params, opt_states, history, scaler, obs, flat.action, adv, key_policy, hp)
+                state.policy_params, opt_states, history, scaler, obs, flat.action, adv,
+                jax.lax.stop_gradient(mean_old), key_policy, hp)
         else:
             history = state.history
             policy_params, opt_states, policy_loss = self._joint_update(
@@ -323,44 +328,63 @@ class Trainer:
 
     # ---------------------------------------------------------------- policy updates
     def _cma_update(self, params: PolicyParams, opt_states: dict, history: History, scaler: ScalerState,
-                    obs: jax.Array, actions: jax.Array, adv: jax.Array, key: jax.Array, hp: HParams):
-        """PPO-CMA's two passes (spec §3.4): variance over the history first, then the mean over current data."""
+                    obs: jax.Array, actions: jax.Array, adv: jax.Array, mean_old: jax.Array, key: jax.Array,
+                    hp: HParams):
+        """PPO-CMA's two passes (spec §3.4): variance over the history first, then the mean over current data.
+
+        What each pass holds frozen is computed once, not per minibatch: the variance pass's mean for all its
+        minibatches in one forward (the mean net does not change during that pass), and the mean pass's targets,
+        weights and log-variances for the whole iteration (the variance net no longer changes). The math is the
+        same as evaluating them inside every step; it saves a forward pass of the other network per step.
+        `mean_old`: [n, d] the mean at `obs` before both passes.
+        """
         cfg = self.config
         policy = self.policy
         batch = cfg.minibatch_size
         n = adv.shape[0]
-        mean_old = jax.lax.stop_gradient(policy.mean(params, obs))  # before both passes
         key_var, key_mean = jax.random.split(key)
 
-        def var_step(carry, k):
-            p, opt = carry
-            h_obs, h_actions, h_adv = history_sample(history, k, batch)
-            h_obs = scaler_apply(scaler, h_obs)  # history keeps raw states: rescale with the newest scaler
+        # Variance pass: draw every minibatch up front, [n_updates, B, ...].
+        h_obs, h_actions, h_adv = history_sample(history, key_var, cfg.n_updates * batch)
+        h_obs = scaler_apply(scaler, h_obs)  # history keeps raw states: rescale with the newest scaler
+        h_mean = jax.lax.stop_gradient(policy.mean(params, h_obs))
+        split = lambda x: x.reshape((cfg.n_updates, batch) + x.shape[1:])
+        var_batches = tuple(map(split, (h_obs, h_actions, h_adv, h_mean)))
 
-            def loss_fn(logvar_params):
-                return losses.variance_loss(dict(p, logvar=logvar_params), h_obs, h_actions, h_adv, policy, hp)
+        def var_step(carry, minibatch):
+            logvar_params, opt = carry
+            m_obs, m_actions, m_adv, m_mean = minibatch
 
-            loss, grads = jax.value_and_grad(loss_fn)(p["logvar"])
-            new_logvar, opt = adam_step(p["logvar"], grads, opt, hp.learning_rate)
-            return (dict(p, logvar=new_logvar), opt), loss
+            def loss_fn(lp):
+                return losses.variance_loss(dict(params, logvar=lp), m_obs, m_actions, m_adv, policy, hp, m_mean)
 
-        (params, opt_var), var_losses = jax.lax.scan(var_step, (params, opt_states["logvar"]),
-                                                     jax.random.split(key_var, cfg.n_updates))
+            loss, grads = jax.value_and_grad(loss_fn)(logvar_params)
+            logvar_params, opt = adam_step(logvar_params, grads, opt, hp.learning_rate)
+            return (logvar_params, opt), loss
+
+        (logvar_params, opt_var), var_losses = jax.lax.scan(var_step, (params["logvar"], opt_states["logvar"]),
+                                                            var_batches)
+        params = dict(params, logvar=logvar_params)
+
+        # Mean pass, with the updated (now frozen) variance.
+        targets, weights, logvar = losses.mean_loss_targets(params, obs, actions, adv, mean_old, policy, hp,
+                                                            cfg.mirroring)
 
         def mean_step(carry, k):
-            p, opt = carry
+            mean_params, opt = carry
             idx = jax.random.randint(k, (batch,), 0, n)
 
-            def loss_fn(mean_params):
-                return losses.mean_loss(dict(p, mean=mean_params), obs[idx], actions[idx], adv[idx], mean_old[idx],
-                                        policy, hp, cfg.mirroring)
+            def loss_fn(mp):
+                return losses.mean_nll(dict(params, mean=mp), obs[idx], targets[idx], weights[idx], logvar[idx],
+                                       policy)
 
-            loss, grads = jax.value_and_grad(loss_fn)(p["mean"])
-            new_mean, opt = adam_step(p["mean"], grads, opt, hp.learning_rate)
-            return (dict(p, mean=new_mean), opt), loss
+            loss, grads = jax.value_and_grad(loss_fn)(mean_params)
+            mean_params, opt = adam_step(mean_params, grads, opt, hp.learning_rate)
+            return (mean_params, opt), loss
 
-        (params, opt_mean), mean_losses = jax.lax.scan(mean_step, (params, opt_states["mean"]),
-                                                       jax.random.split(key_mean, cfg.n_updates))
+        (mean_params, opt_mean), mean_losses = jax.lax.scan(mean_step, (params["mean"], opt_states["mean"]),
+                                                            jax.random.split(key_mean, cfg.n_updates))
+        params = dict(params, mean=mean_params)
         opt_states = dict(opt_states, logvar=opt_var, mean=opt_mean)
         return params, opt_states, jnp.mean(mean_losses), jnp.mean(var_losses)
 
