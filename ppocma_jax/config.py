@@ -26,6 +26,7 @@ ACTIVATIONS: tuple[str, ...] = ("lrelu", "relu", "tanh", "selu", "swish")
 INITS: tuple[str, ...] = ("unit_norm", "glorot")
 POLICY_INITS: tuple[str, ...] = ("pretrain", "analytic")
 ADV_NORMS: tuple[str, ...] = ("std", "meanstd")
+OBS_NORMS: tuple[str, ...] = ("scaler", "welford")
 
 # int32 counters in the compiled loop: keep total env steps well inside 2**31.
 MAX_TOTAL_STEPS = 2_000_000_000
@@ -69,6 +70,8 @@ class Config:
     policy_init: str = _help("how the policy starts at N(centre, half range^2): pretrain (original, 2000 Adam "
                              "steps) or analytic (zero output weights, matching biases)", default="pretrain")
     pretrain_steps: int = _help("Adam steps of the policy pre-training to the initial Gaussian", default=2000)
+    obs_norm: str = _help("observation normalisation: scaler (original: divide by 2 x running RMS, scale only "
+                          "shrinks) or welford (running mean / std over all observations)", default="scaler")
     adv_norm: str = _help("advantage normalisation: std (original, no centring) or meanstd (PPO mode only)",
                           default="std")
     eval_every: int = _help("deterministic evaluation (mean action) every K iterations and at the end, logged "
@@ -134,6 +137,8 @@ class Config:
             raise ConfigError(f"hidden_layers must be a non-negative integer, got {self.hidden_layers!r}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        if self.obs_norm not in OBS_NORMS:
+            raise ConfigError(f"unknown obs_norm {self.obs_norm!r}; valid: {', '.join(OBS_NORMS)}")
         if self.init not in INITS:
             raise ConfigError(f"unknown init {self.init!r}; valid: {', '.join(INITS)}")
         if self.policy_init not in POLICY_INITS:

@@ -208,7 +208,7 @@ class Trainer:
         iterations vary in length); the PPO-CMA history needs exactly `samples_per_iter` samples.
         """
         cfg = self.config
-        scaler = scaler_update(state.scaler, traj.obs)
+        scaler = scaler_update(state.scaler, traj.obs, cfg.obs_norm)
 
         critic_params, critic_opt, critic_loss, advantages, value_mean = self._critic_and_advantages(
             state, scaler, traj, key_critic, hp)

@@ -136,6 +136,27 @@ def test_mean_loss_trains_only_the_mean_net(mirror):
     assert norms["logvar"] == 0.0 and norms["mean"] > 0.0
 
 
+def test_precomputed_frozen_inputs_give_the_same_losses():
+    """The trainer computes each pass's frozen quantities once per iteration: the losses must not change."""
+    from ppocma_jax.losses import mean_loss_targets, mean_nll
+
+    policy = make_policy("separate")
+    params = policy.init(jax.random.PRNGKey(0), HP, "analytic")
+    params = {k: jax.tree.map(lambda w: w + 0.1, v) for k, v in params.items()}  # non-trivial outputs
+    keys = jax.random.split(jax.random.PRNGKey(1), 4)
+    obs = jax.random.normal(keys[0], (32, 3))
+    actions = jax.random.uniform(keys[1], (32, 2), minval=-1.0, maxval=0.0)
+    adv = jax.random.normal(keys[2], (32,))
+    mean_old = policy.mean(params, obs) + 0.05
+    given = variance_loss(params, obs, actions, adv, policy, HP, policy.mean(params, obs))
+    np.testing.assert_allclose(float(given), float(variance_loss(params, obs, actions, adv, policy, HP)), rtol=1e-6)
+    targets, weights, logvar = mean_loss_targets(params, obs, actions, adv, mean_old, policy, HP, True)
+    idx = jnp.arange(0, 32, 3)  # a minibatch of the precomputed constants = the loss on that minibatch
+    np.testing.assert_allclose(
+        float(mean_nll(params, obs[idx], targets[idx], weights[idx], logvar[idx], policy)),
+        float(mean_loss(params, obs[idx], actions[idx], adv[idx], mean_old[idx], policy, HP, True)), rtol=1e-6)
+
+
 def test_mean_loss_mirroring_uses_negative_samples_only_when_on():
     policy = make_policy("separate")
     params = jax.tree.map(lambda p: p + 0.1, policy.init(jax.random.PRNGKey(0), HP, "analytic"))
@@ -192,6 +213,25 @@ def test_scaler_matches_original_formula():
     # first batch is small-valued: scale stays 1 rather than amplifying (min with 1)
     tiny = scaler_update(scaler_init(1), jnp.full((4, 1), 0.01))
     assert float(tiny.scale[0]) == 1.0
+
+
+def test_welford_matches_numpy_over_all_samples():
+    rng = np.random.default_rng(1)
+    # far from zero and of very different sizes: the case where a naive float32 sum of squares loses precision
+    batches = [rng.normal(loc=1000.0, scale=s, size=(n, 2)).astype(np.float32)
+               for s, n in ((0.5, 64), (2.0, 10), (1.0, 300))]
+    state = scaler_init(2)
+    for i, x in enumerate(batches, start=1):
+        state = scaler_update(state, jnp.asarray(x), "welford")
+        seen = np.concatenate(batches[:i]).astype(np.float64)
+        np.testing.assert_allclose(np.asarray(state.offset), seen.mean(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(state.scale), 1 / np.sqrt(seen.var(axis=0) + 1e-8), rtol=1e-3)
+    assert int(state.count) == 3 and float(state.samples) == 374
+    x = batches[-1][:5]
+    np.testing.assert_allclose(np.asarray(scaler_apply(state, jnp.asarray(x))),
+                               (x - np.asarray(state.offset)) * np.asarray(state.scale), rtol=1e-5)
+    with pytest.raises(ValueError, match="welford"):
+        scaler_update(state, jnp.asarray(x), "zscore")
 
 
 # ----------------------------------------------------------------------------- history
