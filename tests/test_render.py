@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -125,7 +126,10 @@ def test_brax_episode_renders_as_html(tmp_path):
 
     env = make_env("brax/inverted_pendulum", episode_length=20)
     policy = Policy.from_config(Config(env="brax/inverted_pendulum", hidden_units=16), env.spec)
-    params = policy.init(jax.random.PRNGKey(0), HParams().as_arrays(), "analytic")  # untrained: no training compile
+    # untrained all-zero parameters: their structure by tracing alone (running the init eagerly costs seconds)
+    shapes = jax.eval_shape(lambda key, hp: policy.init(key, hp, "analytic"), jax.random.PRNGKey(0),
+                            HParams().as_arrays())
+    params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     path = render_episode(env, policy, params, scaler_init(env.spec.obs_dim), tmp_path / "ep", jax.random.PRNGKey(1),
                           20)
     assert path.name == "ep.html" and "brax-viewer" in path.read_text()
