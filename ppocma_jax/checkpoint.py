@@ -34,8 +34,13 @@ class Checkpointer:
         _quiet_orbax()
         self._ocp = ocp
         self.directory = Path(run_dir).absolute() / CHECKPOINT_DIR
-        self._manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        if jax.process_count() > 1:  # multi-host: process 0 alone writes (distributed.HostCheckpointer)
+            self.directory.mkdir(parents=True, exist_ok=True)  # orbax cannot create it with active_processes
+            options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=False,
+                                                   multiprocessing_options=ocp.options.MultiprocessingOptions(
+                                                       primary_host=0, active_processes={0}))
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, iteration: int, state: Any) -> None:
         """Write `state` as checkpoint `iteration` and wait until it is complete on disk."""

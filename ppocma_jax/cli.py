@@ -121,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="at the end, render one deterministic episode to RUN_DIR/render.gif (gymnax) or "
                           "render.html (brax) (Run.py's switch)")
 
+    dist = parser.add_argument_group("devices and hosts (see ppocma_jax/distributed.py)")
+    dist.add_argument("--devices", type=_int, default=None, metavar="N",
+                      help="shard over the first N devices: the envs of one run, or the runs of --seeds / --sweep "
+                           "(default: all devices of all processes)")
+    dist.add_argument("--coordinator-address", "--coordinator_address", dest="coordinator_address", default=None,
+                      metavar="HOST:PORT", help="multi-host: address of process 0 for jax.distributed.initialize; "
+                                                "'auto' where jax detects the cluster (SLURM, ...)")
+    dist.add_argument("--num-processes", "--num_processes", dest="num_processes", type=_int, default=None,
+                      metavar="N", help="multi-host: number of processes")
+    dist.add_argument("--process-id", "--process_id", dest="process_id", type=_int, default=None, metavar="I",
+                      help="multi-host: index of this process; only process 0 writes files and reports")
+
     cfg = parser.add_argument_group("configuration (static: changing these recompiles)")
     for f in config_fields():
         help_text = f.metadata.get("help", "")
@@ -232,7 +244,9 @@ def _prepare_run_dir(args: argparse.Namespace, config: Config, hparams: HParams,
             saved_config = saved_config.replace(max_steps=args.max_steps)
         return run_dir, saved_config, saved_hparams, True
     run_dir = Path(args.out) if args.out else default_out_dir(config, args.run_suffix)
-    if (run_dir / "config.json").exists():
+    from .distributed import is_primary
+
+    if (run_dir / "config.json").exists() and is_primary():  # other processes see process 0's new file
         raise CliError(f"{str(run_dir)!r} already holds a run; continue it with --resume {run_dir} or choose "
                        "another --out")
     return run_dir, config, hparams, False
@@ -305,6 +319,10 @@ def run(argv: Sequence[str] | None = None) -> int:
             import tensorboardX  # noqa: F401
         except ImportError:
             raise CliError("--tensorboard needs tensorboardX: pip install tensorboardX") from None
+    from .distributed import init_hosts, is_primary
+
+    init_hosts(args.coordinator_address, args.num_processes, args.process_id)  # before any JAX computation
+    primary = is_primary()
     out_dir, config, hparams, resuming = _prepare_run_dir(args, config, hparams, argv)
     if config.env.startswith("gymnasium/"):  # stepped on the host, same compiled update: see host_train.py
         from .host_train import run_host
@@ -313,10 +331,8 @@ def run(argv: Sequence[str] | None = None) -> int:
                         SOLVED_AT.get(config.env.replace("gymnasium/", "gymnax/")), PROG)
 
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
-    from .checkpoint import Checkpointer
     from .monitor import RunMonitor, summarize_returns
     from .train import Trainer
 
@@ -337,7 +353,15 @@ def run(argv: Sequence[str] | None = None) -> int:
     runs = _run_plan(args, config, hparams, saved)
     for index in range(1 if runs is None else len(runs)):
         trainer.check_hparams(hparams if runs is None else jax.tree.map(lambda x: x[index], runs.hparams))
-    if not resuming:
+    from . import distributed
+
+    mesh = distributed.device_mesh(args.devices)
+    n_devices = distributed.mesh_size(mesh)
+    distributed.check_divisible(config.n_envs if runs is None else len(runs), mesh,
+                                "n_envs" if runs is None else "the number of runs")
+    if n_devices > 1:
+        trainer = dataclasses.replace(trainer, ordered_callbacks=False)  # XLA: ordered effects need one device
+    if not resuming and primary:
         document = to_jsonable(config, hparams)
         if runs is not None:
             document["runs"] = _plan_json(runs, hparams)
@@ -356,8 +380,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     say(f"{config.mode} on {config.env} ({trainer.env.spec.obs_dim}-d obs, "
         f"{'discrete ' if trainer.env.spec.discrete else ''}{trainer.env.spec.action_dim} actions): "
         f"{n_iter} iterations x {config.iter_steps} steps = {n_iter * config.iter_steps:,} env steps, "
-        f"{config.n_envs} envs, minibatch {config.minibatch_size}, {seeds_text}, {jax.device_count()} "
-        f"{jax.default_backend()} device(s)")
+        f"{config.n_envs} envs, minibatch {config.minibatch_size}, {seeds_text}, {n_devices} "
+        f"{jax.default_backend()} device(s)" + (f" in {jax.process_count()} processes" if jax.process_count() > 1
+                                                else ""))
     if args.preset != "none" and not resuming:
         say(f"preset {args.preset}: " + ", ".join(f"{k}={v}" for k, v in PRESETS[args.preset].items())
             + " (flags override)")
@@ -376,23 +401,28 @@ def run(argv: Sequence[str] | None = None) -> int:
         keys = runs.keys
         init = jax.vmap(trainer.init_state)
         chunk_fn = trainer.run_batched
-    checkpointer = Checkpointer(out_dir)
+    # One run: its envs split over the devices; several: the runs split (distributed.py).
+    state_sh = distributed.state_shardings(jax.eval_shape(init, keys, hp), mesh, batched=runs is not None)
+    keys, hp = (distributed.put(x, distributed.replicate(x, mesh) if runs is None else
+                                distributed.batch_shardings(x, mesh)) for x in (keys, hp))
+    checkpointer = distributed.HostCheckpointer(out_dir)
     t_compile = time.perf_counter()
     if resuming:
         latest = checkpointer.latest_iteration()
         if latest is None:
             raise CliError(f"cannot resume {str(out_dir)!r}: it has no checkpoint yet")
-        state = checkpointer.restore(jax.eval_shape(init, keys, hp), latest)
+        state = distributed.put(checkpointer.restore(jax.eval_shape(init, keys, hp), latest), state_sh)
         say(f"resuming from the checkpoint after iteration {latest}")
     else:
         say("compiling and initialising the policy ...", flush=True)
-        state = jax.jit(init)(keys, hp)
+        state = jax.jit(init, out_shardings=state_sh)(keys, hp)
     # Runs advance in lockstep; a run stopped by NaN/Inf stays behind at its last good iteration.
     def iteration_of(st) -> int:
-        return int(np.max(np.asarray(st.iteration)))
+        return int(np.max(distributed.to_host(st.iteration)))
 
     start_iteration = iteration_of(state)
-    monitor = RunMonitor(out_dir, n_iter, config.iter_steps, quiet=args.quiet, verbose=args.verbose,
+    monitor = RunMonitor(out_dir if primary else None, n_iter, config.iter_steps, quiet=args.quiet or not primary,
+                         verbose=args.verbose,
                          resume_after=start_iteration if resuming else None, tensorboard=args.tensorboard,
                          wandb_project=(args.wandb_project or "ppocma_jax") if args.wandb else None,
                          wandb_config=json.loads((out_dir / "config.json").read_text()) if args.wandb else None,
@@ -400,8 +430,12 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     # One compiled chunk of `chunk` iterations serves every chunk (the last one skips what is past n_iter).
     chunk = max(1, min(args.checkpoint_every or n_iter, n_iter))
-    run_chunk = jax.jit(lambda st, h, limit: chunk_fn(st, h, chunk, monitor, limit), donate_argnums=0)
-    limit = jnp.int32(n_iter)
+    def chunk_keeping_layout(st, h, limit):  # returns the state laid out as it came: the next chunk takes it
+        st, metrics = chunk_fn(st, h, chunk, monitor, limit)
+        return distributed.constrain(st, state_sh), metrics
+
+    run_chunk = jax.jit(chunk_keeping_layout, donate_argnums=0)
+    limit = distributed.put(np.int32(n_iter), distributed.replicated(mesh))
     compiled = run_chunk.lower(state, hp, limit).compile()
     compile_s = time.perf_counter() - t_compile
     say(f"compiled in {compile_s:.1f} s")
@@ -410,7 +444,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     t_run = time.perf_counter()
     done_iterations = start_iteration
     try:
-        while done_iterations < n_iter and not monitor.all_runs_failed():
+        while distributed.agree(done_iterations < n_iter and not monitor.all_runs_failed()):
             state, _ = compiled(state, hp, limit)
             jax.block_until_ready(state)
             done_iterations = iteration_of(state)
@@ -421,6 +455,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     run_s = time.perf_counter() - t_run
     steps_run = (done_iterations - start_iteration) * config.iter_steps * n_runs
     steps = done_iterations * config.iter_steps
+    if jax.process_count() > 1:  # every process took part; process 0 alone reports and writes
+        print(f"process {jax.process_index()} of {jax.process_count()}: {done_iterations} iterations, state "
+              f"checksum {distributed.checksum(state):.9g}", flush=True)
+        if not primary:
+            return 0
 
     from .plot import plot_runs
 

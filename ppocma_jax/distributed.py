@@ -22,6 +22,7 @@ process; only process 0 (`is_primary`) writes files.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -155,3 +156,62 @@ def constrain(tree: Any, shardings: Any) -> Any:
     """Inside jit: keep `tree` laid out as `shardings` (so a compiled chunk returns its state as it received it,
     and the next chunk can take it without a re-layout)."""
     return jax.lax.with_sharding_constraint(tree, shardings)
+
+
+def agree(flag: bool) -> bool:
+    """Process 0's value of `flag` on every process, so that all take the same branch (a collective: every
+    process must call it). Only process 0 sees the logging callback, hence the monitor's view of the run."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.bool_(flag)))
+
+
+def checksum(tree: Any) -> float:
+    """Sum of every float leaf, in float64 on the host: a cheap fingerprint to compare processes and runs."""
+    host = to_host(tree)
+    return float(sum(np.sum(np.asarray(x, np.float64)) for x in jax.tree.leaves(host)
+                     if np.issubdtype(np.asarray(x).dtype, np.floating)))
+
+
+class HostCheckpointer:
+    """`checkpoint.Checkpointer` for one process or many: process 0 writes, every process restores.
+
+    With several processes the state is first gathered to every host (`to_host`, a collective), then process 0
+    alone saves it; on resume process 0 reads it and broadcasts it. Every method must be called by every process.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        from .checkpoint import CHECKPOINT_DIR, Checkpointer
+
+        self.directory = Path(run_dir).absolute() / CHECKPOINT_DIR
+        self._inner = Checkpointer(run_dir) if is_primary() else None
+
+    def latest_iteration(self) -> int | None:
+        latest = self._inner.latest_iteration() if self._inner is not None else None
+        if jax.process_count() == 1:
+            return latest
+        from jax.experimental import multihost_utils
+
+        value = int(multihost_utils.broadcast_one_to_all(np.int32(-1 if latest is None else latest)))
+        return None if value < 0 else value
+
+    def restore(self, like: Any, iteration: int) -> Any:
+        if jax.process_count() == 1:
+            return self._inner.restore(like, iteration)
+        from jax.experimental import multihost_utils
+
+        local = (self._inner.restore(like, iteration) if self._inner is not None
+                 else jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), like))
+        return multihost_utils.broadcast_one_to_all(local)
+
+    def save(self, iteration: int, state: Any) -> None:
+        if jax.process_count() > 1:
+            state = to_host(state)
+        if self._inner is not None:
+            self._inner.save(iteration, state)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
