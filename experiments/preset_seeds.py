@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from ppocma_jax import Config, make_train
-from ppocma_jax.presets import PRESETS
+from ppocma_jax.presets import PRESETS, resolve_preset
 
 
 def final_and_best(returns: np.ndarray, last_k: int = 5) -> tuple[float, float]:
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write the per-iteration mean returns of every seed here")
     args = parser.parse_args()
 
-    settings = dict(PRESETS[args.preset])
+    settings = resolve_preset(args.preset)
     if args.max_steps is not None:
         settings["max_steps"] = args.max_steps
     config = Config(**settings)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NoReturn, Sequence
 
 from .config import MODES, Config, ConfigError, HParams, config_fields, hparams_fields, to_jsonable
-from .presets import DEFAULT_PRESET, PRESETS, preset_names
+from .presets import DEFAULT_PRESET, PRESETS, preset_names, resolve_preset
 
 PROG = "python -m ppocma_jax"
 
@@ -169,7 +169,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config, 
     preset_name = args.preset if args.preset is not None else (DEFAULT_PRESET if args.env is None else "none")
     if preset_name != "none" and preset_name not in PRESETS:
         raise CliError(f"unknown preset {preset_name!r}; valid: {', '.join(preset_names())}, none")
-    preset = PRESETS.get(preset_name, {})
+    preset = resolve_preset(preset_name, args.mode) if preset_name != "none" else {}
+    args.preset_settings = preset
     args.preset = preset_name
     hp_names = {f.name for f in hparams_fields()}
     cfg_changes = {k: v for k, v in preset.items() if k not in hp_names}
@@ -384,7 +385,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         f"{jax.default_backend()} device(s)" + (f" in {jax.process_count()} processes" if jax.process_count() > 1
                                                 else ""))
     if args.preset != "none" and not resuming:
-        say(f"preset {args.preset}: " + ", ".join(f"{k}={v}" for k, v in PRESETS[args.preset].items())
+        say(f"preset {args.preset}: " + ", ".join(f"{k}={v}" for k, v in args.preset_settings.items())
             + " (flags override)")
     if config.max_steps % config.iter_steps:
         say(f"note: max_steps={config.max_steps} is not a multiple of iter_steps={config.iter_steps}; running "

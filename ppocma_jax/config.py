@@ -26,7 +26,10 @@ ACTIVATIONS: tuple[str, ...] = ("lrelu", "relu", "tanh", "selu", "swish")
 INITS: tuple[str, ...] = ("unit_norm", "glorot")
 POLICY_INITS: tuple[str, ...] = ("pretrain", "analytic")
 ADV_NORMS: tuple[str, ...] = ("std", "meanstd")
-OBS_NORMS: tuple[str, ...] = ("scaler", "welford")
+OBS_NORMS: tuple[str, ...] = ("scaler", "welford", "none")
+CRITIC_LOSSES: tuple[str, ...] = ("l1", "mse")
+VALUE_TARGETS: tuple[str, ...] = ("lambda", "returns")
+ADVANTAGE_CRITICS: tuple[str, ...] = ("updated", "old")
 
 # int32 counters in the compiled loop: keep total env steps well inside 2**31.
 MAX_TOTAL_STEPS = 2_000_000_000
@@ -71,7 +74,16 @@ class Config:
                              "steps) or analytic (zero output weights, matching biases)", default="pretrain")
     pretrain_steps: int = _help("Adam steps of the policy pre-training to the initial Gaussian", default=2000)
     obs_norm: str = _help("observation normalisation: scaler (original: divide by 2 x running RMS, scale only "
-                          "shrinks) or welford (running mean / std over all observations)", default="scaler")
+                          "shrinks), welford (running mean / std over all observations) or none", default="scaler")
+    critic_loss: str = _help("critic regression loss: l1 (original) or mse", default="l1")
+    value_targets: str = _help("critic targets: lambda (lambda-returns from the pre-update critic) or returns "
+                               "(discounted rewards-to-go, bootstrapped only at truncations and the rollout cut, "
+                               "as the Keras PPO example)", default="lambda")
+    advantage_critic: str = _help("critic the advantages come from: updated (original PPO-CMA: trained on this "
+                                  "iteration first) or old (values as recorded while acting: most PPO code)",
+                                  default="updated")
+    full_batch: bool = _help("every update step uses all samples of the iteration (Keras PPO example) instead of "
+                             "batch_size samples drawn with replacement; PPO / PG modes only", default=False)
     adv_norm: str = _help("advantage normalisation: std (original, no centring) or meanstd (PPO mode only)",
                           default="std")
     eval_every: int = _help("deterministic evaluation (mean action) every K iterations and at the end, logged "
@@ -108,8 +120,8 @@ class Config:
 
     @property
     def minibatch_size(self) -> int:
-        """M_eff = min(samples per iteration, batch_size) (spec §3.2)."""
-        return min(self.samples_per_iter, self.batch_size)
+        """M_eff = min(samples per iteration, batch_size) (spec §3.2); all samples with full_batch."""
+        return self.samples_per_iter if self.full_batch else min(self.samples_per_iter, self.batch_size)
 
     @property
     def n_iterations(self) -> int:
@@ -139,6 +151,13 @@ class Config:
             raise ConfigError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
         if self.obs_norm not in OBS_NORMS:
             raise ConfigError(f"unknown obs_norm {self.obs_norm!r}; valid: {', '.join(OBS_NORMS)}")
+        for name, valid in (("critic_loss", CRITIC_LOSSES), ("value_targets", VALUE_TARGETS),
+                            ("advantage_critic", ADVANTAGE_CRITICS)):
+            if getattr(self, name) not in valid:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+        if self.full_batch and self.is_cma:
+            raise ConfigError(f"full_batch is for PPO / PG modes; {self.mode} draws its variance-pass minibatches "
+                              "from the H-iteration history")
         if self.init not in INITS:
             raise ConfigError(f"unknown init {self.init!r}; valid: {', '.join(INITS)}")
         if self.policy_init not in POLICY_INITS:
@@ -183,6 +202,8 @@ class HParams:
     sigma_max_scale: Any = _hp(1.0, "upper bound of the action std, in units of the action range width")
     kernel_scale: Any = _hp(1.0, "mirroring kernel width in units of the action std (PPO-CMA-m)")
     critic_time_scale: Any = _hp(0.001, "scale of the critic's time feature (decision index in the episode)")
+    target_kl: Any = _hp(0.0, "PPO early stop: end the policy pass after the step whose approximate KL on the "
+                              "iteration's samples exceeds 1.5 x target_kl (Keras PPO example); 0: off")
 
     def as_arrays(self) -> HParams:
         """Every field as a float32 array (what the compiled program consumes)."""
@@ -213,7 +234,7 @@ class HParams:
             value = arr(name)
             if np.any(value < 0) or np.any(value > 1):
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        for name in ("ppo_epsilon", "entropy_weight", "critic_time_scale"):
+        for name in ("ppo_epsilon", "entropy_weight", "critic_time_scale", "target_kl"):
             if np.any(arr(name) < 0):
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         return self

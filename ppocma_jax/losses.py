@@ -123,7 +123,11 @@ def pg_loss(params: PolicyParams, obs: jax.Array, actions: jax.Array, advantages
     return -jnp.mean(advantages * policy.log_prob(params, obs, actions, hp))
 
 
-def critic_loss(critic_params: MLPParams, critic: MLP, inputs: jax.Array, targets: jax.Array) -> jax.Array:
-    """L1 regression (spec §4): mean |V(x) - target|. inputs: [B, D + 1] (scaled obs, time feature)."""
+def critic_loss(critic_params: MLPParams, critic: MLP, inputs: jax.Array, targets: jax.Array,
+                kind: str = "l1") -> jax.Array:
+    """L1 regression (spec §4): mean |V(x) - target|, or "mse": mean (V(x) - target)^2 (Keras PPO example).
+    inputs: [B, D + 1] (scaled obs, time feature)."""
     values = critic.apply(critic_params, inputs)[..., 0]
+    if kind == "mse":
+        return jnp.mean(jnp.square(values - targets))
     return jnp.mean(jnp.abs(values - targets))

@@ -11,6 +11,8 @@ algorithm (Chan et al.), which stays accurate in float32 where a running sum of 
 as the statistics do, so the policy sees a slowly drifting input scale; useful where features are far from zero
 (the original scaler keeps any offset).
 
+"none": observations pass unchanged (the Keras PPO example).
+
 The state lives in the train state (checkpointed and resumed with it); `scaler_apply` is the same for both methods:
 (obs - offset) * scale.
 """
@@ -48,6 +50,8 @@ def scaler_update(state: ScalerState, obs: jax.Array, method: str = "scaler") ->
     """Update with all observations of one iteration, obs: [..., D]."""
     if method == "welford":
         return _welford_update(state, obs)
+    if method == "none":  # identity; the count still marks that the policy has been trained
+        return state.replace(count=state.count + 1)
     if method != "scaler":
         raise ValueError(f"unknown observation normalisation {method!r}; valid: {', '.join(OBS_NORMS)}")
     x = obs.reshape(-1, obs.shape[-1])

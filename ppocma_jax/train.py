@@ -300,31 +300,41 @@ class Trainer:
             state.critic_params,
         )
 
-        def gae_with(params):
+        def gae_with(params, lam):
             values = self.critic.apply(params, inputs)[..., 0]
             next_values = self.critic.apply(params, next_inputs)[..., 0]
             adv, targets = compute_gae(traj.reward, values, next_values, traj.terminated, traj.truncated,
-                                       hp.gamma, hp.gae_lambda)
+                                       hp.gamma, lam)
             return adv, targets, values
 
-        _, targets, _ = gae_with(critic_params)
+        old_advantages, targets, old_values = gae_with(critic_params, hp.gae_lambda)
+        if cfg.value_targets == "returns":  # rewards-to-go: the lambda = 1 return (values enter only at cuts)
+            targets = gae_with(critic_params, jnp.ones_like(hp.gae_lambda))[1]
         flat_inputs = inputs.reshape(-1, inputs.shape[-1])
         flat_targets = jax.lax.stop_gradient(targets.reshape(-1))
         n = flat_targets.shape[0]
-        batch = cfg.minibatch_size
 
         def step(carry, k):
             params, opt = carry
-            idx = jax.random.randint(k, (batch,), 0, n)
+            idx = self._minibatch(k, n)
             loss, grads = jax.value_and_grad(losses.critic_loss)(params, self.critic, flat_inputs[idx],
-                                                                 flat_targets[idx])
+                                                                 flat_targets[idx], cfg.critic_loss)
             params, opt = adam_step(params, grads, opt, hp.critic_learning_rate)
             return (params, opt), loss
 
         (critic_params, critic_opt), step_losses = jax.lax.scan(
             step, (critic_params, state.opt_states["critic"]), jax.random.split(key, cfg.n_updates))
-        advantages, _, values = gae_with(critic_params)
+        if cfg.advantage_critic == "old":
+            advantages, values = old_advantages, old_values
+        else:
+            advantages, _, values = gae_with(critic_params, hp.gae_lambda)
         return critic_params, critic_opt, jnp.mean(step_losses), advantages, jnp.mean(values)
+
+    def _minibatch(self, key: jax.Array, n: int) -> jax.Array:
+        """Indices of one minibatch: M_eff drawn with replacement (spec §3.2), or all n with full_batch."""
+        if self.config.full_batch:
+            return jnp.arange(n)
+        return jax.random.randint(key, (self.config.minibatch_size,), 0, n)
 
     # ---------------------------------------------------------------- policy updates
     def _cma_update(self, params: PolicyParams, opt_states: dict, history: History, scaler: ScalerState,
@@ -372,7 +382,7 @@ class Trainer:
 
         def mean_step(carry, k):
             mean_params, opt = carry
-            idx = jax.random.randint(k, (batch,), 0, n)
+            idx = self._minibatch(k, n)
 
             def loss_fn(mp):
                 return losses.mean_nll(dict(params, mean=mp), obs[idx], targets[idx], weights[idx], logvar[idx],
@@ -390,29 +400,48 @@ class Trainer:
 
     def _joint_update(self, params: PolicyParams, opt_states: dict, obs: jax.Array, actions: jax.Array,
                       adv: jax.Array, log_prob_old: jax.Array, key: jax.Array, hp: HParams):
-        """PPO (clipped surrogate) or PG / PG-pos on the single policy network (spec §3.5-§3.6)."""
+        """PPO (clipped surrogate) or PG / PG-pos on the single policy network (spec §3.5-§3.6).
+
+        With target_kl > 0 (PPO's early stop, as the Keras example), the pass ends after the first step whose
+        approximate KL mean(log pi_old - log pi_new) over all the iteration's samples exceeds 1.5 x target_kl; that
+        step is kept. The remaining steps of the fixed-length scan are skipped (lax.cond), not computed and masked.
+        """
         cfg = self.config
         policy = self.policy
         name = "logits" if policy.discrete else "joint"
-        batch = cfg.minibatch_size
         n = adv.shape[0]
         log_prob_old = jax.lax.stop_gradient(log_prob_old)
+        use_kl_stop = cfg.mode == "PPO"
 
         def loss_fn(p, idx):
             if cfg.mode == "PPO":
                 return losses.ppo_loss(p, obs[idx], actions[idx], adv[idx], log_prob_old[idx], policy, hp)[0]
             return losses.pg_loss(p, obs[idx], actions[idx], adv[idx], policy, hp)
 
-        def step(carry, k):
-            p, opt = carry
-            idx = jax.random.randint(k, (batch,), 0, n)
-            loss, grads = jax.value_and_grad(lambda net: loss_fn({name: net}, idx))(p[name])
-            net, opt = adam_step(p[name], grads, opt, hp.learning_rate)
-            return ({name: net}, opt), loss
+        def update(net, opt, k):
+            idx = self._minibatch(k, n)
+            loss, grads = jax.value_and_grad(lambda w: loss_fn({name: w}, idx))(net)
+            net, opt = adam_step(net, grads, opt, hp.learning_rate)
+            if use_kl_stop:  # the full-batch KL costs a forward pass over all samples: only when asked for
+                stop = jax.lax.cond(
+                    hp.target_kl > 0,
+                    lambda: jnp.mean(log_prob_old - policy.log_prob({name: net}, obs, actions, hp))
+                    > 1.5 * hp.target_kl,
+                    lambda: jnp.array(False))
+            else:
+                stop = jnp.array(False)
+            return net, opt, loss, stop
 
-        (params, opt), step_losses = jax.lax.scan(step, (params, opt_states[name]),
+        def step(carry, k):
+            net, opt, stopped = carry
+            net, opt, loss, stop = jax.lax.cond(
+                stopped, lambda: (net, opt, jnp.array(jnp.nan, jnp.float32), jnp.array(True)),
+                lambda: update(net, opt, k))
+            return (net, opt, stopped | stop), loss
+
+        (net, opt, _), step_losses = jax.lax.scan(step, (params[name], opt_states[name], jnp.array(False)),
                                                   jax.random.split(key, cfg.n_updates))
-        return params, dict(opt_states, **{name: opt}), jnp.mean(step_losses)
+        return {name: net}, dict(opt_states, **{name: opt}), jnp.nanmean(step_losses)
 
     # ---------------------------------------------------------------- whole run
     def run(self, state: TrainState, hp: HParams, n_iterations: int,

@@ -1,6 +1,7 @@
 """The compiled training program: every mode runs, same seed gives the same result, metrics are honest."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -105,3 +106,60 @@ def test_nonfinite_update_is_detected_and_the_last_good_state_kept():
     assert int(state.iteration) == first_bad  # the state after the last good iteration
     leaves = jax.tree.leaves((state.policy_params, state.critic_params, state.opt_states))
     assert all(np.isfinite(np.asarray(x)).all() for x in leaves)
+
+
+def test_kl_early_stop_keeps_the_offending_step_and_skips_the_rest():
+    """target_kl > 0: the pass ends after the first step whose full-batch KL exceeds 1.5 x target_kl (Keras PPO)."""
+    from ppocma_jax.train import Trainer
+
+    cfg = tiny(env="gymnax/CartPole-v1", mode="PPO", full_batch=True, n_updates=5)
+    trainer = Trainer.build(cfg)
+    hp = HParams().as_arrays()
+    params = trainer.init_state(jax.random.PRNGKey(0), hp).policy_params
+    opts = {"logits": trainer.init_state(jax.random.PRNGKey(0), hp).opt_states["logits"]}
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    obs = jax.random.normal(keys[0], (64, 4))
+    actions = jax.random.randint(keys[1], (64,), 0, 2)
+    # all advantages negative: every step lowers log pi of the taken actions, so the KL estimate
+    # mean(log pi_old - log pi_new) is positive from the first step on (it can be negative for mixed signs)
+    adv = -jnp.abs(jax.random.normal(keys[2], (64,)))
+    log_prob_old = trainer.policy.log_prob(params, obs, actions, hp)
+
+    def run(trainer, target_kl):
+        h = hp.replace(target_kl=jnp.float32(target_kl))
+        return jax.jit(trainer._joint_update)(params, opts, obs, actions, adv, log_prob_old, jax.random.PRNGKey(2), h)
+
+    stopped = run(trainer, 1e-12)[0]  # any step's KL exceeds it: exactly one step is kept
+    one_step = run(Trainer.build(cfg.replace(n_updates=1)), 0.0)[0]
+    all_steps = run(trainer, 0.0)[0]
+    leaves = lambda tree: [np.asarray(x) for x in jax.tree.leaves(tree)]
+    for a, b in zip(leaves(stopped), leaves(one_step)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert any(not np.allclose(a, b) for a, b in zip(leaves(stopped), leaves(all_steps)))
+
+
+def test_full_batch_uses_every_sample_and_is_for_ppo_pg_only():
+    from ppocma_jax.train import Trainer
+
+    trainer = Trainer.build(tiny(env="gymnax/CartPole-v1", mode="PPO", full_batch=True))
+    np.testing.assert_array_equal(np.asarray(trainer._minibatch(jax.random.PRNGKey(0), 512)), np.arange(512))
+    assert trainer.config.minibatch_size == 512
+    with pytest.raises(ConfigError, match="full_batch is for PPO / PG"):
+        tiny(mode="PPO-CMA-m", full_batch=True).validate()
+
+
+def test_presets_apply_per_mode_settings():
+    from ppocma_jax.presets import PRESETS, resolve_preset
+
+    cma = resolve_preset("paper-locomotion")
+    ppo = resolve_preset("paper-locomotion", "PPO")
+    assert (cma["mode"], cma["iter_steps"], cma["batch_size"]) == ("PPO-CMA-m", 8000, 512)
+    assert (ppo["mode"], ppo["iter_steps"], ppo["batch_size"], ppo["ppo_epsilon"]) == ("PPO", 2000, 128, 0.005)
+    names = {f.name for f in __import__("dataclasses").fields(Config)} | {f.name for f in
+                                                                           __import__("dataclasses").fields(HParams)}
+    for name in PRESETS:  # every preset (and mode variant) builds a valid config
+        for mode in (None, "PPO"):
+            settings = resolve_preset(name, mode)
+            assert set(settings) <= names, name
+            Config(**{k: v for k, v in settings.items() if k in {f.name for f in
+                                                                  __import__("dataclasses").fields(Config)}}).validate()
