@@ -147,20 +147,8 @@ def _act(policy: Policy, deterministic: bool, params: PolicyParams, scaler: Scal
     return action, jnp.mean(std), key
 
 
-@partial(jax.jit, static_argnums=(0,))
-def _update(trainer: Trainer, state: TrainState, traj: Transition, hp: HParams
-            ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One iteration's update on a host batch: `Trainer.learn` with the keys `Trainer.iteration` would use.
-
-    The key split is the same as in `Trainer.iteration` (the second key is its rollout key, unused here), so an
-    Agent state equal to a make_train state, given that iteration's rollout, reaches the same parameters. A
-    non-finite update is discarded (the state stays the last good one), as in the compiled loop."""
-    key, _key_rollout, key_critic, key_policy = jax.random.split(state.key, 4)
-    learned, metrics = trainer.learn(state, traj, key_critic, key_policy, hp)
-    new_state = learned.replace(key=key, iteration=state.iteration + 1,
-                                env_steps=state.env_steps + trainer.config.iter_steps)
-    ok = metrics["finite"] == 1
-    return jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state), metrics
+# Trainer.learn itself, compiled on its own: the update half of make_train's iteration, nothing added inside.
+_learn = jax.jit(Trainer.learn, static_argnums=(0,))
 
 
 # ---------------------------------------------------------------- host-side bookkeeping
@@ -334,17 +322,26 @@ class Agent:
 
     def learn(self, traj: Transition) -> dict[str, float]:
         """The compiled update on a caller-made time-major batch ([T, n_envs, ...] with T = iter_steps / n_envs),
-        like the original's `update(trajectories)`. Returns the learning metrics (losses, approx_kl, ...)."""
+        like the original's `update(trajectories)`. Returns the learning metrics (losses, approx_kl, ...).
+
+        This is `Trainer.learn` with the keys `Trainer.iteration` derives from the state's key (its second key,
+        the rollout's, is unused here) and the same counter updates, so an Agent in the state of a make_train run,
+        given that iteration's rollout, reaches the same parameters. A NaN/Inf update is discarded (the agent
+        keeps its last good state, as the compiled loop does) and raises FloatingPointError."""
         want = (self.config.rollout_len, self.n_envs)
         if tuple(traj.reward.shape) != want:
             raise AgentError(f"learn needs a batch of shape [T, n_envs] = {list(want)}, got "
                              f"{list(traj.reward.shape)}")
-        self.state, metrics = _update(self.trainer, self.state, traj, self._hp)
+        state = self.state
+        key, _key_rollout, key_critic, key_policy = jax.random.split(state.key, 4)
+        learned, metrics = _learn(self.trainer, state, traj, key_critic, key_policy, self._hp)
         metrics = {k: float(v) for k, v in metrics.items()}
         if metrics["finite"] != 1:
-            raise FloatingPointError(f"the update of iteration {int(self.state.iteration) + 1} produced NaN/Inf "
+            raise FloatingPointError(f"the update of iteration {int(state.iteration) + 1} produced NaN/Inf "
                                      "(losses or parameters); it was discarded and the agent kept its last good "
                                      "state")
+        self.state = learned.replace(key=key, iteration=state.iteration + 1,
+                                     env_steps=state.env_steps + self.config.iter_steps)
         return metrics
 
     def warm_up(self, eval_batch: int | None = None) -> float:
@@ -360,7 +357,8 @@ class Agent:
         zeros = lambda *shape, dtype=jnp.float32: jnp.zeros((T, n) + shape, dtype)  # noqa: E731
         dummy = Transition(zeros(D), zeros(self.spec.action_dim), zeros(), zeros(dtype=bool), zeros(dtype=bool),
                            zeros(D), zeros(dtype=jnp.int32))
-        jax.block_until_ready(_update(self.trainer, self.state, dummy, self._hp))  # result discarded
+        key = self.state.key
+        jax.block_until_ready(_learn(self.trainer, self.state, dummy, key, key, self._hp))  # result discarded
         return time.perf_counter() - t0
 
     @property
@@ -424,13 +422,18 @@ class Agent:
         try:
             if checkpointer.latest_iteration() is None:
                 raise AgentError(f"{str(path)!r} has no checkpoint")
-            agent.state = checkpointer.restore(agent.state)
+            agent.restore_state(checkpointer.restore(agent.state))
         finally:
             checkpointer.close()
         host = path / HOST_STATE_FILE
         if host.exists():
             agent._restore_host(dict(np.load(host)))
         return agent
+
+    def restore_state(self, state: TrainState) -> None:
+        """Adopt a restored TrainState. Its arrays come back committed to a device, which would make the cached
+        compiled programs (traced with uncommitted inputs) compile again; a host round trip avoids that."""
+        self.state = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), state)
 
     def _restore_host(self, arrays: dict[str, np.ndarray]) -> None:
         count = arrays["rows_obs"].shape[0]

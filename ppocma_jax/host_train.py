@@ -120,7 +120,7 @@ def run_host(args: argparse.Namespace, config: Config, hparams: HParams, out_dir
         latest = checkpointer.latest_iteration()
         if latest is None:
             raise CliError(f"cannot resume {str(out_dir)!r}: it has no checkpoint yet")
-        agent.state = checkpointer.restore(agent.state, latest)
+        agent.restore_state(checkpointer.restore(agent.state, latest))
         say(f"resuming from the checkpoint after iteration {latest} (the learner exactly; episodes start afresh)")
     agent.warm_up(eval_batch=config.eval_episodes if config.eval_every else None)
     compile_s = time.perf_counter() - t_compile

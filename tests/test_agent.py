@@ -70,8 +70,9 @@ def _random_batch(agent: Agent, seed: int) -> Transition:
 
 
 def test_agent_update_is_trainer_learn_on_the_same_data_and_key(trained):
-    """The Agent's update = make_train's Trainer.learn, with the keys Trainer.iteration derives, on the same data
-    (the reference is compiled on its own, from make_train's trainer with its gymnax env)."""
+    """The Agent's update = make_train's Trainer.learn (its trainer has the gymnax env), with the keys
+    Trainer.iteration derives, on the same data. Both compile the same program: the reference is loaded from the
+    persistent XLA cache (conftest.py)."""
     from ppocma_jax import make_train
 
     agent, _ = trained
