@@ -182,12 +182,14 @@ class EpisodeTracker:
         time = self.time.copy()
         self.ep_return += reward
         self.ep_length += 1
-        for i in np.flatnonzero(done):
-            self.returns.append(float(self.ep_return[i]))
-            self.lengths.append(int(self.ep_length[i]))
-        self.time = np.where(done, 0, self.time + 1).astype(np.int32)
-        self.ep_return = np.where(done, 0.0, self.ep_return)
-        self.ep_length = np.where(done, 0, self.ep_length)
+        self.time += 1
+        if done.any():  # in place and only on episode ends: memorize runs once per simulator step
+            ended = np.flatnonzero(done)
+            self.returns.extend(self.ep_return[ended].tolist())
+            self.lengths.extend(self.ep_length[ended].tolist())
+            self.time[ended] = 0
+            self.ep_return[ended] = 0.0
+            self.ep_length[ended] = 0
         return time
 
 
@@ -222,6 +224,7 @@ class Agent:
 
     def _setup(self, spec: EnvSpec, config: Config, hparams: HParams, state: TrainState | None = None) -> None:
         self.spec = spec
+        self._low, self._high = spec.low_high()
         self.trainer = Trainer.build(config, env=HostEnv(spec))
         self.trainer.check_hparams(hparams)
         self.config = self.trainer.config
@@ -272,13 +275,12 @@ class Agent:
         action_b = _as_batch("action", action, n, (d,), np.float32)
         reward_b = _as_batch("reward", reward, n, (), np.float32)
         term_b = _as_batch("terminated", terminated, n, (), bool)
-        trunc_b = _as_batch("truncated", np.broadcast_to(truncated, term_b.shape) if np.ndim(truncated) == 0
-                            else truncated, n, (), bool)
+        trunc_b = (np.full(n, bool(truncated)) if isinstance(truncated, (bool, np.bool_))
+                   else _as_batch("truncated", truncated, n, (), bool))
         for name, arr in (("obs", obs_b), ("next_obs", next_b), ("action", action_b), ("reward", reward_b)):
-            if not np.all(np.isfinite(arr)):
+            if not np.isfinite(arr).all():
                 raise AgentError(f"{name} contains NaN or Inf")
-        low, high = self.spec.low_high()
-        action_b = np.clip(action_b, low, high)
+        action_b = np.minimum(np.maximum(action_b, self._low), self._high)  # np.clip costs more at this size
         time = self._episodes.step(reward_b.astype(np.float64), term_b | trunc_b)
         self._rows.append((obs_b, action_b, reward_b, term_b, trunc_b, next_b, time))
 
