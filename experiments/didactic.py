@@ -24,9 +24,10 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -101,25 +102,72 @@ def _policy_at_zero(trainer: Trainer, state: TrainState, hp: HParams) -> tuple[j
     return mean[0], jnp.exp(0.5 * logvar[0])
 
 
-def run_mode(config: Config, hparams: HParams | None = None) -> Trace:
-    """Train one mode for config.n_iterations iterations and record the policy after each.
+def _programs(trainer: Trainer, hp: HParams, key: jax.Array):
+    """(lowered init, lowered step) of one mode, ready to compile.
 
-    One jitted iteration called from a Python loop (rather than one scan over all iterations): the compiled
-    programs then do not depend on the iteration count, so short and full runs share the compilation cache."""
-    hparams = hparams if hparams is not None else didactic_hparams()
-    trainer = Trainer.build(config)
-    trainer.check_hparams(hparams)
-    hp = hparams.as_arrays()
-    init = jax.jit(lambda key, h: _with_policy(trainer, trainer.init_state(key, h), h))
+    One jitted iteration called from a Python loop rather than one scan over all iterations: the compiled programs
+    then do not depend on the iteration count, so short and full runs share a persistent compilation cache."""
+    init = jax.jit(lambda k, h: _with_policy(trainer, trainer.init_state(k, h), h))
     step = jax.jit(lambda s, h: _step_with_policy(trainer, s, h))
-    state, mean, std = init(jax.random.PRNGKey(config.seed), hp)
-    means, stds, actions = [mean], [std], []
-    for _ in range(config.n_iterations):
-        state, acts, mean, std = step(state, hp)
-        means.append(mean)
-        stds.append(std)
-        actions.append(acts)
-    return Trace(np.asarray(jnp.stack(means)), np.asarray(jnp.stack(stds)), np.asarray(jnp.stack(actions)))
+    state_shape = jax.eval_shape(init, key, hp)[0]
+    return init.lower(key, hp), step.lower(state_shape, hp)
+
+
+def _init_kind(trainer: Trainer) -> tuple[str, bool]:
+    """Modes with equal init_state programs: PG, PG-pos and PPO build the same joint network and optimizer, so
+    one initial state (same seed) serves all three and is computed and compiled once."""
+    return trainer.policy.kind, trainer.config.is_cma
+
+
+def compile_modes(modes: Sequence[str] = MODES, n_iterations: int = N_ITERATIONS, hparams: HParams | None = None,
+                  **overrides) -> Callable[[int], dict[str, Trace]]:
+    """Compile every mode's programs and return `run(seed) -> {mode: Trace}`, reusable for any seed.
+
+    All programs are compiled up front, two at a time in threads (XLA releases the GIL while compiling; compiling,
+    not training, dominates this experiment's time on a CPU). `overrides` replace Config fields (e.g. smaller
+    networks for a quick test)."""
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise ValueError(f"unknown didactic mode(s) {', '.join(bad)}; valid: {', '.join(MODES)}")
+    if n_iterations < 1:
+        raise ValueError(f"n_iterations must be >= 1, got {n_iterations}")
+    hparams = hparams if hparams is not None else didactic_hparams()
+    hp = hparams.as_arrays()
+    key0 = jax.random.PRNGKey(0)  # only its shape matters for compiling
+    trainers = {m: Trainer.build(didactic_config(m, 0, n_iterations, **overrides)) for m in modes}
+    lowered: dict[tuple, Any] = {}
+    for mode, trainer in trainers.items():
+        trainer.check_hparams(hparams)
+        init, step = _programs(trainer, hp, key0)
+        lowered.setdefault(("init", _init_kind(trainer)), init)
+        lowered[("step", mode)] = step
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        compiled = dict(zip(lowered, pool.map(lambda program: program.compile(), lowered.values())))
+
+    def run(seed: int) -> dict[str, Trace]:
+        # Same seed, same first-iteration samples for every mode (the original reset numpy's seed per mode).
+        key = jax.random.PRNGKey(seed)
+        initial = {kind: compiled[(name, kind)](key, hp) for name, kind in lowered if name == "init"}
+        traces = {}
+        for mode, trainer in trainers.items():
+            state, mean, std = initial[_init_kind(trainer)]
+            means, stds, actions = [mean], [std], []
+            for _ in range(n_iterations):
+                state, acts, mean, std = compiled[("step", mode)](state, hp)
+                means.append(mean)
+                stds.append(std)
+                actions.append(acts)
+            traces[mode] = Trace(np.asarray(jnp.stack(means)), np.asarray(jnp.stack(stds)),
+                                 np.asarray(jnp.stack(actions)))
+        return traces
+
+    return run
+
+
+def run_all(modes: Sequence[str] = MODES, seed: int = 0, n_iterations: int = N_ITERATIONS,
+            hparams: HParams | None = None, **overrides) -> dict[str, Trace]:
+    """Every mode from one seed: {mode: Trace}."""
+    return compile_modes(modes, n_iterations, hparams, **overrides)(seed)
 
 
 def _with_policy(trainer: Trainer, state: TrainState, hp: HParams):
@@ -129,12 +177,6 @@ def _with_policy(trainer: Trainer, state: TrainState, hp: HParams):
 def _step_with_policy(trainer: Trainer, state: TrainState, hp: HParams):
     state, actions = _iteration(trainer, state, hp)
     return (state, actions, *_policy_at_zero(trainer, state, hp))
-
-
-def run_all(modes: Sequence[str] = MODES, seed: int = 0, n_iterations: int = N_ITERATIONS,
-            **overrides) -> dict[str, Trace]:
-    """Every mode from the same seed: the same first-iteration samples for all (as the original's np seed)."""
-    return {mode: run_mode(didactic_config(mode, seed, n_iterations, **overrides)) for mode in modes}
 
 
 def to_json(traces: dict[str, Trace]) -> dict[str, dict[str, list[list[float]]]]:
@@ -154,7 +196,7 @@ def _draw_panel(ax, actions: np.ndarray, mean: np.ndarray, std: np.ndarray, trai
 
     grid = np.linspace(lim[0], lim[1], 121)
     xx, yy = np.meshgrid(grid, grid)
-    ax.contourf(xx, yy, -(xx ** 2 + yy ** 2), levels=20, cmap="Greys_r", alpha=0.35)
+    ax.contourf(xx, yy, -(xx ** 2 + yy ** 2), levels=10, cmap="Greys_r", alpha=0.35)
     ax.contour(xx, yy, np.sqrt(xx ** 2 + yy ** 2), levels=np.arange(0.5, 3.0, 0.5), colors="k", linewidths=0.5,
                alpha=0.6)
     ax.plot(0.0, 0.0, marker="*", color="gold", markersize=10, markeredgecolor="k", zorder=4)
@@ -172,14 +214,12 @@ def _draw_panel(ax, actions: np.ndarray, mean: np.ndarray, std: np.ndarray, trai
 
 def plot_figure(traces: dict[str, Trace], out: str | Path, iterations: Sequence[int] = PLOT_ITERATIONS) -> Path:
     """The paper's figure: one row per mode, one column per iteration in `iterations` (1-based)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure (no pyplot): no global backend switch, so this also works inside a notebook.
+    from matplotlib.figure import Figure
 
     modes = list(traces)
-    fig, axes = plt.subplots(len(modes), len(iterations), figsize=(2.2 * len(iterations), 2.2 * len(modes)),
-                             squeeze=False)
+    fig = Figure(figsize=(2.2 * len(iterations), 2.2 * len(modes)))
+    axes = fig.subplots(len(modes), len(iterations), squeeze=False)
     for row, mode in enumerate(modes):
         trace = traces[mode]
         for col, it in enumerate(iterations):
@@ -194,25 +234,23 @@ def plot_figure(traces: dict[str, Trace], out: str | Path, iterations: Sequence[
                  fontsize=9)
     fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    fig.savefig(out, dpi=80)
     return out
 
 
 def plot_animation(traces: dict[str, Trace], out: str | Path, modes: Sequence[str] = ("PPO", "PPO-CMA-m"),
                    fps: int = 3) -> Path:
     """Animated GIF, the given modes side by side, one frame per iteration (pillow writer, small palette)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter
+    from matplotlib.figure import Figure
 
     missing = [m for m in modes if m not in traces]
     if missing:
         raise ValueError(f"no trace for mode(s) {', '.join(missing)}; have {', '.join(traces)}")
     n_iter = min(len(traces[m].actions) for m in modes)
-    fig, axes = plt.subplots(1, len(modes), figsize=(3.2 * len(modes), 3.4), squeeze=False)
+    fig = Figure(figsize=(3.2 * len(modes), 3.4))
+    axes = fig.subplots(1, len(modes), squeeze=False)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9, wspace=0.06)
 
     def frame(i: int):
         for ax, mode in zip(axes[0], modes):
@@ -224,8 +262,7 @@ def plot_animation(traces: dict[str, Trace], out: str | Path, modes: Sequence[st
 
     anim = FuncAnimation(fig, frame, frames=list(range(n_iter)) + [n_iter - 1] * fps, blit=False)
     out = Path(out)
-    anim.save(out, writer=PillowWriter(fps=fps), dpi=60)
-    plt.close(fig)
+    anim.save(out, writer=PillowWriter(fps=fps), dpi=80)
     return out
 
 
@@ -243,37 +280,63 @@ def summary_lines(traces: dict[str, Trace], every: int = 2) -> list[str]:
     return lines
 
 
+def plot_iterations(n_iterations: int) -> tuple[int, ...]:
+    """The original's columns (1, 5, 9, 20) when the run is that long, else up to 4 evenly spaced iterations."""
+    if n_iterations >= PLOT_ITERATIONS[-1]:
+        return PLOT_ITERATIONS
+    return tuple(sorted({int(round(v)) for v in np.linspace(1, n_iterations, min(4, n_iterations))}))
+
+
+def _fast_compile_flags() -> None:
+    """Cheaper LLVM code generation (about 20% less compile time, the flag the test suite uses); only effective
+    before JAX's CPU backend starts, i.e. at the top of main."""
+    import os
+
+    flag = "--xla_llvm_disable_expensive_passes=true"
+    if flag not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _fast_compile_flags()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output directory (created if missing)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the run that is saved and drawn")
     parser.add_argument("--seeds", type=int, default=1,
-                        help="also rerun with seeds seed..seed+K-1 and print each mode's final distance (K >= 1)")
+                        help="also rerun with seeds seed+1..seed+K-1 and print each mode's final distance")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="modes to compare")
+    parser.add_argument("--iterations", type=int, default=N_ITERATIONS, help="iterations per mode")
     parser.add_argument("--no-gif", action="store_true", help="skip the animated GIF")
     args = parser.parse_args(argv)
-    if args.seeds < 1:
-        print(f"didactic.py: error: --seeds must be >= 1, got {args.seeds}", file=sys.stderr)
+    if args.seeds < 1 or args.iterations < 1:
+        print(f"didactic.py: error: --seeds and --iterations must be >= 1, got {args.seeds} and {args.iterations}",
+              file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    traces = run_all(seed=args.seed)
-    train_s = time.perf_counter() - t0
+    run = compile_modes(args.modes, args.iterations)
+    compile_s = time.perf_counter() - t0
+    traces = run(args.seed)
+    train_s = time.perf_counter() - t0 - compile_s
     (out / "didactic.json").write_text(json.dumps(to_json(traces)) + "\n")
     print("\n".join(summary_lines(traces)))
-    print(f"trained {len(traces)} modes x {N_ITERATIONS} iterations in {train_s:.1f} s (compilation included)")
-    print(plot_figure(traces, out / "didactic.png"))
+    print(f"{len(traces)} modes x {args.iterations} iterations: compiled in {compile_s:.1f} s, trained in "
+          f"{train_s:.1f} s")
+    print(plot_figure(traces, out / "didactic.png", plot_iterations(args.iterations)))
+    gif_modes = [m for m in ("PPO", "PPO-CMA-m") if m in traces] or list(traces)[:2]
     if not args.no_gif:
-        print(plot_animation(traces, out / "didactic.gif"))
+        print(plot_animation(traces, out / "didactic.gif", gif_modes))
     if args.seeds > 1:
-        finals = {mode: [traces[mode].final_distance()] for mode in MODES}
+        finals = {mode: [traces[mode].final_distance()] for mode in traces}
         for seed in range(args.seed + 1, args.seed + args.seeds):
-            for mode, trace in run_all(seed=seed).items():
+            for mode, trace in run(seed).items():
                 finals[mode].append(trace.final_distance())
-        print(f"final distance to the optimum over seeds {args.seed}..{args.seed + args.seeds - 1}:")
+        print(f"final distance to the optimum, seeds {args.seed}..{args.seed + args.seeds - 1}:")
         for mode, values in finals.items():
             print(f"  {mode:10s} " + " ".join(f"{v:.3f}" for v in values) + f"  (median {np.median(values):.3f})")
+    print(f"total {time.perf_counter() - t0:.1f} s")
     return 0
 
 
