@@ -1,0 +1,112 @@
+"""Shared machinery of the paper reproductions (convergence.py, humanoid.py): one env x one mode x K seeds as one
+compiled program with the paper's settings, learning curves, a combined plot and a table of final returns."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from ppocma_jax import Config, HParams
+from ppocma_jax.config import hparams_fields
+from ppocma_jax.presets import resolve_preset
+from ppocma_jax.sweep import expand_seeds, make_train_batched
+
+FINAL_ITERATIONS = 5  # a run's final return: mean over its last iterations that finished episodes
+
+
+def paper_config(preset: str, env: str, mode: str, budget: int, n_envs: int | None = None
+                 ) -> tuple[Config, HParams]:
+    """The preset's settings for `mode` on `env`, with `budget` simulator steps (rounded down to whole iterations)."""
+    settings = resolve_preset(preset, mode)
+    hp_names = {f.name for f in hparams_fields()}
+    cfg = {k: v for k, v in settings.items() if k not in hp_names}
+    cfg.update(env=env, max_steps=budget, eval_every=0)
+    if n_envs is not None:
+        cfg["n_envs"] = n_envs
+    return Config(**cfg).validate(), HParams(**{k: v for k, v in settings.items() if k in hp_names})
+
+
+def run_seeds(config: Config, hparams: HParams, seeds: Sequence[int]) -> dict:
+    """Train len(seeds) runs in one program -> curves (env steps, per-seed mean_return) and timings."""
+    runs = expand_seeds([hparams], [{}], seeds)
+    train = jax.jit(make_train_batched(config))
+    t0 = time.perf_counter()
+    compiled = train.lower(runs.keys, runs.hparams).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _, metrics = jax.block_until_ready(compiled(runs.keys, runs.hparams))
+    run_s = time.perf_counter() - t0
+    returns = np.asarray(metrics["mean_return"], np.float64)  # [iterations, seeds], NaN: no episode ended
+    finals = [_final(returns[:, i]) for i in range(returns.shape[1])]
+    return {
+        "env": config.env, "mode": config.mode, "seeds": list(seeds), "iter_steps": config.iter_steps,
+        "env_steps": np.asarray(metrics["env_steps"])[:, 0].tolist(),
+        "mean_return": [[None if math.isnan(v) else v for v in row] for row in returns.tolist()],
+        "finals": finals, "compile_s": compile_s, "run_s": run_s,
+        "steps_per_s": config.n_iterations * config.iter_steps * len(seeds) / run_s,
+    }
+
+
+def _final(curve: np.ndarray) -> float:
+    finished = curve[~np.isnan(curve)]
+    return float(np.mean(finished[-FINAL_ITERATIONS:])) if finished.size else math.nan
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: env | mode | final mean +- std over seeds | per-seed finals | time."""
+    lines = ["| env | mode | final return (mean +- std over seeds) | per seed | run time | compile |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        f = np.array([v for v in r["finals"] if not math.isnan(v)])
+        cell = f"{f.mean():.1f} +- {f.std():.1f}" if f.size else "no finished episode"
+        lines.append(f"| {r['env']} | {r['mode']} | {cell} | {', '.join(f'{v:.1f}' for v in r['finals'])} | "
+                     f"{r['run_s']:.0f} s | {r['compile_s']:.0f} s |")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], out: Path, title: str) -> Path:
+    """One panel per env: mean over seeds as a step function of env steps, shaded +- half a std (as the
+    original's convergence plot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(r["env"] for r in results))
+    cols = min(3, len(envs))
+    rows = math.ceil(len(envs) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, env in zip(axes.flat, envs):
+        for r in (r for r in results if r["env"] == env):
+            steps = np.asarray(r["env_steps"], np.float64)
+            curves = np.array([[np.nan if v is None else v for v in row] for row in r["mean_return"]])
+            with np.errstate(all="ignore"):
+                mean = np.nanmean(curves, axis=1)
+                half_std = 0.5 * np.nanstd(curves, axis=1)
+            line, = ax.step(steps, mean, where="post", label=f"{r['mode']} ({len(r['seeds'])} seeds)")
+            ax.fill_between(steps, mean - half_std, mean + half_std, step="post", alpha=0.25,
+                            color=line.get_color())
+        ax.set_title(env)
+        ax.set_xlabel("simulator steps")
+        ax.set_ylabel("episode return")
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(envs):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def save(results: list[dict], out_dir: Path, name: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=1))
+    (out_dir / f"{name}.md").write_text(table(results) + "\n")
