@@ -78,7 +78,7 @@ def test_spec_matches_static_table(env, monkeypatch):
     assert listed["brax/inverted_pendulum"] == EnvSpec(spec.name, 4, False, 1, (-1.0,), (1.0,), 1000)
     assert listed["brax/hopper"].obs_dim == 11 and listed["brax/hopper"].action_dim == 3
     assert "gymnax/Pendulum-v1" in listed and "brax/swimmer" not in listed
-    assert [s.name for s in list_envs(include_brax=False)] == ["gymnax/Pendulum-v1"]
+    assert [s.name for s in list_envs(include_brax=False)] == ["gymnax/Pendulum-v1", "didactic/quadratic"]
 
 
 def test_shapes_under_jit_and_vmap(runs):
@@ -164,4 +164,4 @@ def test_missing_brax_is_one_line_install_hint(monkeypatch):
     with pytest.raises(UnknownEnvError, match=r'needs Brax, which is not installed: pip install -e "\.\[brax\]"$'):
         make_env("brax/hopper")
     monkeypatch.setattr("ppocma_jax.envs.gymnax_env.gymnax_env_names", lambda: ["Pendulum-v1"])
-    assert [s.name for s in list_envs()] == ["gymnax/Pendulum-v1"]
+    assert [s.name for s in list_envs()] == ["gymnax/Pendulum-v1", "didactic/quadratic"]
