@@ -424,7 +424,11 @@ class Agent:
         try:
             if checkpointer.latest_iteration() is None:
                 raise AgentError(f"{str(path)!r} has no checkpoint")
-            agent.restore_state(checkpointer.restore(agent.state))
+            try:
+                agent.restore_state(checkpointer.restore(agent.state))
+            except ValueError as err:  # e.g. a checkpoint written by an older TrainState layout
+                raise AgentError(f"cannot restore the agent in {str(path)!r}: "
+                                 f"{str(err).splitlines()[0][:200]}") from None
         finally:
             checkpointer.close()
         host = path / HOST_STATE_FILE

@@ -120,7 +120,11 @@ def run_host(args: argparse.Namespace, config: Config, hparams: HParams, out_dir
         latest = checkpointer.latest_iteration()
         if latest is None:
             raise CliError(f"cannot resume {str(out_dir)!r}: it has no checkpoint yet")
-        agent.restore_state(checkpointer.restore(agent.state, latest))
+        try:
+            agent.restore_state(checkpointer.restore(agent.state, latest))
+        except ValueError as err:  # e.g. a checkpoint written by an older TrainState layout
+            raise CliError(f"cannot restore {checkpointer.directory}/{latest}: "
+                           f"{str(err).splitlines()[0][:200]}") from None
         say(f"resuming from the checkpoint after iteration {latest} (the learner exactly; episodes start afresh)")
     agent.warm_up(eval_batch=config.eval_episodes if config.eval_every else None)
     compile_s = time.perf_counter() - t_compile
