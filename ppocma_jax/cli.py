@@ -361,7 +361,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     distributed.check_divisible(config.n_envs if runs is None else len(runs), mesh,
                                 "n_envs" if runs is None else "the number of runs")
     if n_devices > 1:
-        trainer = dataclasses.replace(trainer, ordered_callbacks=False)  # XLA: ordered effects need one device
+        trainer = dataclasses.replace(trainer, callback_sharding=distributed.replicated(mesh))
     if not resuming and primary:
         document = to_jsonable(config, hparams)
         if runs is not None:

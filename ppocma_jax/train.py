@@ -83,9 +83,10 @@ class Trainer:
     env: Env
     policy: Policy
     critic: MLP
-    # XLA supports ordered callbacks on one device only; a program sharded over several (distributed.py)
-    # turns this off, and the host still gets the iterations in order (the loop runs them one by one).
-    ordered_callbacks: bool = True
+    # Set (by the CLI, see distributed.py) for a program sharded over several devices: the logging callback then
+    # gets a replicated copy of the metrics (else XLA warns once per sharded array), and is unordered, as XLA
+    # supports ordered callbacks on one device only (the host still gets iterations in order: the loop is serial).
+    callback_sharding: Any = None
 
     @staticmethod
     def build(config: Config, env: Env | None = None) -> Trainer:
@@ -463,7 +464,9 @@ class Trainer:
         def run_iteration(state):
             new_state, metrics = self.iteration(state, hp)
             if on_iteration is not None:
-                jax.debug.callback(on_iteration, metrics, ordered=self.ordered_callbacks)
+                if self.callback_sharding is not None:
+                    metrics = jax.lax.with_sharding_constraint(metrics, self.callback_sharding)
+                jax.debug.callback(on_iteration, metrics, ordered=self.callback_sharding is None)
             return new_state, metrics
 
         def body(carry, i):
@@ -518,7 +521,9 @@ class Trainer:
             metrics["iteration"] = jnp.broadcast_to(first + i + 1, (n_runs,))
             metrics["env_steps"] = metrics["iteration"] * jnp.int32(self.config.iter_steps)
             if on_iteration is not None:
-                jax.debug.callback(on_iteration, metrics, ~past_limit, ordered=self.ordered_callbacks)
+                if self.callback_sharding is not None:
+                    metrics = jax.lax.with_sharding_constraint(metrics, self.callback_sharding)
+                jax.debug.callback(on_iteration, metrics, ~past_limit, ordered=self.callback_sharding is None)
             return (states, failed | (~ok & ~past_limit)), metrics
 
         (states, _), metrics = jax.lax.scan(body, (states, jnp.zeros((n_runs,), bool)),
