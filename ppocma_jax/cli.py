@@ -236,6 +236,9 @@ def _prepare_run_dir(args: argparse.Namespace, config: Config, hparams: HParams,
         allowed = {"--resume", "--max-steps", "--max_steps", "--quiet", "-q", "--verbose", "--checkpoint-every",
                    "--checkpoint_every", "--tensorboard", "--render", "--wandb", "--wandb-project",
                    "--wandb_project"}
+        # where it runs may change: other devices, other hosts (the state is laid out anew on restore)
+        allowed |= {"--devices", "--coordinator-address", "--coordinator_address", "--num-processes",
+                    "--num_processes", "--process-id", "--process_id"}
         if given - allowed:
             raise CliError(f"--resume continues the run as configured in its config.json; only --max-steps, "
                            f"--checkpoint-every, --quiet and --verbose may be given with it (got "
