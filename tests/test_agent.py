@@ -33,13 +33,13 @@ def new_agent(seed: int = 0) -> Agent:
 
 @pytest.fixture(scope="module")
 def trained():
-    """An agent trained for 25 iterations (50k steps) on gymnasium Pendulum-v1 from a plain Python loop, and the
+    """An agent trained for 20 iterations (40k steps) on gymnasium Pendulum-v1 from a plain Python loop, and the
     returns that update_with_memorized reported."""
     agent = new_agent()
     vec = make_vector_env("Pendulum-v1", agent.n_envs)
     obs, _ = vec.reset(seed=0)
     returns = []
-    for _ in range(25):
+    for _ in range(20):
         obs = collect(agent, vec, obs, agent.config.rollout_len)
         returns.append(agent.update_with_memorized())
     vec.close()
@@ -50,9 +50,9 @@ def test_agent_improves_on_gymnasium_pendulum(trained):
     agent, returns = trained
     assert not np.any(np.isnan(returns))  # 8 envs x 250 decisions: every iteration finishes episodes
     assert np.mean(returns[:3]) < -1000  # the initial Gaussian scores about -1250
-    # measured: about -1250 -> -930 over these 25 iterations
+    # measured: about -1250 -> -1000 over these 20 iterations (-930 after 25)
     assert np.mean(returns[-3:]) > np.mean(returns[:3]) + 150, returns
-    assert int(agent.state.iteration) == 25 and int(agent.state.env_steps) == 50_000
+    assert int(agent.state.iteration) == 20 and int(agent.state.env_steps) == 40_000
 
 
 def _random_batch(agent: Agent, seed: int) -> Transition:
