@@ -86,7 +86,7 @@ def _iteration(trainer: Trainer, state: TrainState, hp: HParams) -> tuple[TrainS
     """Trainer.iteration without metrics or evaluation, also returning the sampled actions [n, 2].
 
     Written here rather than read from Trainer.iteration because that returns metrics, not the samples the
-    figure shows; the key handling is the same, so the runs match `make_train`'s."""
+    figure shows; it splits the PRNG key as Trainer.iteration does (train.py may not be edited from here)."""
     key, key_rollout, key_critic, key_policy = jax.random.split(state.key, 4)
     env_carry, traj, _ = rollout(trainer.env, trainer.policy, state.policy_params, state.scaler, state.env,
                                  key_rollout, trainer.config.rollout_len, hp)
