@@ -1,7 +1,7 @@
 """Throughput: our training steps/s against the env's random-action ceiling, in one process.
 
     python experiments/bench_throughput.py --env gymnax/Pendulum-v1 --n-envs 16 64 256
-    python experiments/bench_throughput.py --env brax/hopper --n-envs 64 256 --iterations 3
+    python experiments/bench_throughput.py --env brax/hopper --n-envs 40 200 --iter-steps 8000 --iterations 3
 
 For each n_envs it measures, with compile time printed separately from run time:
   (a) random-action env steps/s through our env layer (jit + vmap + lax.scan): the ceiling;
@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--env", default="gymnax/Pendulum-v1")
     parser.add_argument("--n-envs", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--rollout-len", type=int, default=125, help="decisions per env per iteration")
+    parser.add_argument("--iter-steps", type=int, default=None,
+                        help="fix N instead: rollout length = N / n_envs for every n_envs (e.g. the paper's 8000)")
     parser.add_argument("--iterations", type=int, default=5, help="timed training iterations per setting")
     parser.add_argument("--modes", nargs="+", default=["PPO-CMA-m", "PPO"])
     parser.add_argument("--json", default=None)
@@ -93,14 +95,18 @@ def main() -> None:
     results = []
     header = (f"{'n_envs':>6} {'ceiling steps/s':>16} {'(compile)':>10}  " +
               "  ".join(f"{m + ' steps/s':>18} {'ratio':>6} {'rollout%':>8} {'(compile)':>10}" for m in args.modes))
-    print(f"{args.env}, rollout length {args.rollout_len} decisions, {jax.device_count()} "
+    length = f"N = {args.iter_steps} steps per iteration" if args.iter_steps else \
+        f"rollout length {args.rollout_len} decisions"
+    print(f"{args.env}, {length}, {jax.device_count()} "
           f"{jax.default_backend()} device(s)")
     print(header)
     for n_envs in args.n_envs:
-        base = Config(env=args.env, n_envs=n_envs, iter_steps=n_envs * args.rollout_len,
-                      max_steps=n_envs * args.rollout_len, eval_every=0)
-        ceiling, ceiling_compile = random_ceiling(Trainer.build(base), n_envs, args.rollout_len)
-        row = {"n_envs": n_envs, "ceiling_steps_per_s": ceiling, "ceiling_compile_s": ceiling_compile}
+        rollout_len = args.iter_steps // n_envs if args.iter_steps else args.rollout_len
+        base = Config(env=args.env, n_envs=n_envs, iter_steps=n_envs * rollout_len,
+                      max_steps=n_envs * rollout_len, eval_every=0)
+        ceiling, ceiling_compile = random_ceiling(Trainer.build(base), n_envs, rollout_len)
+        row = {"n_envs": n_envs, "rollout_len": rollout_len, "ceiling_steps_per_s": ceiling,
+               "ceiling_compile_s": ceiling_compile}
         cells = []
         for mode in args.modes:
             r = training(base.replace(mode=mode), args.iterations)
