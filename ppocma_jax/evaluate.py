@@ -45,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not has_checkpoint(run_dir):
         print(f"{prog}: error: {run_dir} has no checkpoint", file=sys.stderr)
         return 2
+    if config.env.startswith("gymnasium/"):
+        return _evaluate_host(run_dir, config, args, prog)
     trainer = Trainer.build(config)
     if args.video:  # before loading anything: a missing package or an env without a renderer is one line
         from .render import RenderError, render_kind
@@ -70,14 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        jax.random.PRNGKey(args.seed), args.episodes, episode_limit(trainer.env), hp,
                        not args.stochastic)
     returns = [float(r) for r in returns]
-    mean = sum(returns) / len(returns)
-    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns))
     kind = "stochastic" if args.stochastic else "deterministic"
-    print(f"{config.env} {config.mode}, checkpoint after iteration {iteration} "
-          f"({int(state.env_steps):,} env steps): {kind} return {mean:.1f} +- {std:.1f} over {len(returns)} episodes")
-    out = {"iteration": iteration, "env_steps": int(state.env_steps), "mode": kind, "returns": returns,
-           "mean": mean, "std": std}
-    (run_dir / f"eval_{kind}.json").write_text(json.dumps(out, indent=2) + "\n")
+    _report(run_dir, config, iteration, int(state.env_steps), kind, returns)
     if args.video:
         from .render import RenderError, render_episode
 
@@ -89,6 +85,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{prog}: error: --video: {err}", file=sys.stderr)
             return 1
         print(f"video: {path}")
+    return 0
+
+
+def _report(run_dir: Path, config, iteration: int, env_steps: int, kind: str, returns: list[float]) -> None:
+    """Print the mean and std and write RUN_DIR/eval_<kind>.json."""
+    mean = sum(returns) / len(returns)
+    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns))
+    print(f"{config.env} {config.mode}, checkpoint after iteration {iteration} "
+          f"({env_steps:,} env steps): {kind} return {mean:.1f} +- {std:.1f} over {len(returns)} episodes")
+    out = {"iteration": iteration, "env_steps": env_steps, "mode": kind, "returns": returns, "mean": mean,
+           "std": std}
+    (run_dir / f"eval_{kind}.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+def _evaluate_host(run_dir: Path, config, args: argparse.Namespace, prog: str) -> int:
+    """A gymnasium run: load it as an Agent and play episodes on the host, one per gymnasium env instance."""
+    from .agent import Agent, AgentError
+    from .host_train import EVAL_MAX_DECISIONS, run_episodes
+
+    if args.video or args.iteration is not None:
+        print(f"{prog}: error: --video and --iteration are not available for gymnasium runs (the newest "
+              "checkpoint is evaluated)", file=sys.stderr)
+        return 2
+    try:
+        agent = Agent.load(run_dir)
+    except (AgentError, ValueError, FileNotFoundError) as err:
+        print(f"{prog}: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return 2
+    env_id = config.env.split("/", 1)[1]
+    max_decisions = agent.spec.max_episode_steps or EVAL_MAX_DECISIONS
+    returns = run_episodes(agent, env_id, args.episodes, config.action_repeat, args.seed, max_decisions,
+                           deterministic=not args.stochastic)
+    kind = "stochastic" if args.stochastic else "deterministic"
+    state = agent.state
+    _report(run_dir, config, int(state.iteration), int(state.env_steps), kind, [float(r) for r in returns])
     return 0
 
 

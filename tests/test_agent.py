@@ -193,5 +193,11 @@ def test_cli_gymnasium_smoke_run(tmp_path, capsys):
     assert result["env_steps"] == 4000 and not math.isnan(result["final_return"])
     assert (out / "checkpoints" / "2").is_dir()
     assert int(Agent.load(out).state.iteration) == 2  # a gymnasium run directory loads as an Agent
+    from ppocma_jax.evaluate import main as evaluate_main
+
+    capsys.readouterr()
+    assert evaluate_main([str(out), "--episodes", "2"]) == 0  # evaluated on the host, as it was trained
+    assert "deterministic return" in capsys.readouterr().out
+    assert json.loads((out / "eval_deterministic.json").read_text())["iteration"] == 2
     assert main(["--env", "gymnasium/NoSuchEnv-v0", "--out", str(tmp_path / "bad")]) == 2
     assert "cannot make gymnasium/NoSuchEnv-v0" in capsys.readouterr().err

@@ -22,6 +22,9 @@ def _split(name: str) -> tuple[str, str]:
         raise UnknownEnvError(f"unknown env {name!r}: expected SUITE/NAME with SUITE one of {', '.join(SUITES)} "
                               "(e.g. gymnax/Pendulum-v1); `python -m ppocma_jax --list-envs` lists them")
     suite, env_name = name.split("/", 1)
+    if suite == "gymnasium":  # host simulators are not JAX envs: they cannot run inside the compiled loop
+        raise UnknownEnvError(f"{name} is stepped on the host, not inside a compiled program: train it with "
+                              f"`python -m ppocma_jax --env {name}` or `ppocma_jax.Agent` (see host_train.py)")
     if suite not in SUITES:
         raise UnknownEnvError(f"unknown env suite {suite!r} in {name!r}; valid suites: {', '.join(SUITES)}")
     return suite, env_name
