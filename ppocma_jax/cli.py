@@ -327,6 +327,10 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     init_hosts(args.coordinator_address, args.num_processes, args.process_id)  # before any JAX computation
     primary = is_primary()
+    if config.env.startswith("gymnasium/"):  # flags a host run cannot honour: one line, before the run dir exists
+        from .host_train import check_args
+
+        check_args(args)
     out_dir, config, hparams, resuming = _prepare_run_dir(args, config, hparams, argv)
     if config.env.startswith("gymnasium/"):  # stepped on the host, same compiled update: see host_train.py
         from .host_train import run_host

@@ -37,6 +37,9 @@ def check_args(args: argparse.Namespace) -> None:
     if args.seeds != 1 or args.sweep or args.sweep_random:
         raise CliError("--seeds, --sweep and --sweep-random batch runs inside one JAX program; a gymnasium env "
                            "runs on the host: start one process per seed / setting")
+    if getattr(args, "render", False) or getattr(args, "wandb", False):
+        raise CliError("--render and --wandb are not available for gymnasium envs yet (they run on the host); "
+                       "metrics.csv, metrics.jsonl and --tensorboard are")
     if args.tensorboard:
         try:
             import tensorboardX  # noqa: F401

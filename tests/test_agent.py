@@ -199,5 +199,8 @@ def test_cli_gymnasium_smoke_run(tmp_path, capsys):
     assert evaluate_main([str(out), "--episodes", "2"]) == 0  # evaluated on the host, as it was trained
     assert "deterministic return" in capsys.readouterr().out
     assert json.loads((out / "eval_deterministic.json").read_text())["iteration"] == 2
+    assert main(["--env", "gymnasium/Pendulum-v1", "--render", "--out", str(tmp_path / "render")]) == 2
+    assert "--render and --wandb are not available for gymnasium" in capsys.readouterr().err
+    assert not (tmp_path / "render").exists()  # refused before the run directory is made
     assert main(["--env", "gymnasium/NoSuchEnv-v0", "--out", str(tmp_path / "bad")]) == 2
     assert "cannot make gymnasium/NoSuchEnv-v0" in capsys.readouterr().err
