@@ -35,7 +35,7 @@ import numpy as np
 
 from ppocma_jax import Config, HParams
 from ppocma_jax.rollout import rollout
-from ppocma_jax.train import Trainer, TrainState
+from ppocma_jax.train import Trainer, TrainState, iteration_keys
 
 MODES: tuple[str, ...] = ("PG", "PG-pos", "PPO", "PPO-CMA-m")
 MODE_TITLES: dict[str, str] = {
@@ -86,13 +86,12 @@ def _iteration(trainer: Trainer, state: TrainState, hp: HParams) -> tuple[TrainS
     """Trainer.iteration without metrics or evaluation, also returning the sampled actions [n, 2].
 
     Written here rather than read from Trainer.iteration because that returns metrics, not the samples the
-    figure shows; it splits the PRNG key as Trainer.iteration does (train.py may not be edited from here)."""
-    key, key_rollout, key_critic, key_policy = jax.random.split(state.key, 4)
+    figure shows; keys and counters come from the same helpers as Trainer.iteration's."""
+    key, key_rollout, key_critic, key_policy = iteration_keys(state.key)
     env_carry, traj, _ = rollout(trainer.env, trainer.policy, state.policy_params, state.scaler, state.env,
                                  key_rollout, trainer.config.rollout_len, hp)
     learned, _ = trainer.learn(state, traj, key_critic, key_policy, hp)
-    new_state = learned.replace(env=env_carry, key=key, iteration=state.iteration + 1,
-                                env_steps=state.env_steps + trainer.config.iter_steps)
+    new_state = trainer.advance(learned, key).replace(env=env_carry)
     return new_state, traj.action.reshape(-1, traj.action.shape[-1])
 
 

@@ -43,7 +43,7 @@ from .envs.base import EnvSpec
 from .normalize import ScalerState, scaler_apply
 from .policy import Policy, PolicyParams
 from .rollout import Transition
-from .train import Trainer, TrainState
+from .train import Trainer, TrainState, iteration_keys
 
 AGENT_ENV = "host/agent"  # Config.env of an Agent: its data comes from the caller, not from a JAX env
 HOST_STATE_FILE = "agent_host.npz"
@@ -335,15 +335,14 @@ class Agent:
             raise AgentError(f"learn needs a batch of shape [T, n_envs] = {list(want)}, got "
                              f"{list(traj.reward.shape)}")
         state = self.state
-        key, _key_rollout, key_critic, key_policy = jax.random.split(state.key, 4)
+        key, _key_rollout, key_critic, key_policy = iteration_keys(state.key)
         learned, metrics = _learn(self.trainer, state, traj, key_critic, key_policy, self._hp)
         metrics = {k: float(v) for k, v in metrics.items()}
         if metrics["finite"] != 1:
             raise FloatingPointError(f"the update of iteration {int(state.iteration) + 1} produced NaN/Inf "
                                      "(losses or parameters); it was discarded and the agent kept its last good "
                                      "state")
-        self.state = learned.replace(key=key, iteration=state.iteration + 1,
-                                     env_steps=state.env_steps + self.config.iter_steps)
+        self.state = self.trainer.advance(learned, key)
         return metrics
 
     def warm_up(self, eval_batch: int | None = None) -> float:

@@ -65,6 +65,15 @@ finite. eval_return is the mean deterministic (mean-action) return over eval_epi
 iterations and at the last one, NaN in between."""
 
 
+def iteration_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """An iteration's keys from the state's key: (next state key, rollout, critic pass, policy passes).
+
+    The one place they are derived: the host Agent and experiments that call `Trainer.learn` on their own data use
+    it too, so the same state and data give the same update as `make_train`."""
+    next_key, key_rollout, key_critic, key_policy = jax.random.split(key, 4)
+    return next_key, key_rollout, key_critic, key_policy
+
+
 def _flatten(tree: Any) -> Any:
     """[T, n, ...] -> [T * n, ...]."""
     return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
@@ -177,12 +186,11 @@ class Trainer:
         evaluate=False leaves eval_return NaN: `run_batched` evaluates outside its vmap, where the schedule is one
         scalar condition (under vmap a cond on a batched predicate would run the evaluation every iteration)."""
         cfg = self.config
-        key, key_rollout, key_critic, key_policy = jax.random.split(state.key, 4)
+        key, key_rollout, key_critic, key_policy = iteration_keys(state.key)
         env_carry, traj, stats = rollout(self.env, self.policy, state.policy_params, state.scaler, state.env,
                                          key_rollout, cfg.rollout_len, hp)
         learned, learn_metrics = self.learn(state, traj, key_critic, key_policy, hp)
-        new_state = learned.replace(env=env_carry, key=key, iteration=state.iteration + 1,
-                                    env_steps=state.env_steps + cfg.iter_steps)
+        new_state = self.advance(learned, key).replace(env=env_carry)
         episodes = stats.episodes
         has_episodes = episodes > 0
         metrics = {
@@ -197,6 +205,12 @@ class Trainer:
         }
         metrics = {name: jnp.asarray(metrics[name]) for name in METRIC_NAMES}
         return new_state, metrics
+
+    def advance(self, state: TrainState, key: jax.Array) -> TrainState:
+        """The bookkeeping that closes an iteration: the next PRNG key and the counters (one more iteration,
+        iter_steps more env steps). Shared by `iteration`, the host Agent and experiments that run `learn` alone,
+        so all of them stay step-for-step equal to `make_train`."""
+        return state.replace(key=key, iteration=state.iteration + 1, env_steps=state.env_steps + self.config.iter_steps)
 
     def learn(self, state: TrainState, traj: Transition, key_critic: jax.Array, key_policy: jax.Array,
               hp: HParams) -> tuple[TrainState, dict[str, jax.Array]]:
