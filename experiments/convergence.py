@@ -2,6 +2,12 @@
 
     python experiments/convergence.py --out results/convergence                       # paper budget: 1M steps
     python experiments/convergence.py --budget 100000 --seeds 2 --out results/conv-small  # laptop CPU, < 1 hour
+    python experiments/convergence.py --modes PPO-CMA-m PPO PPO-orig --seeds 3 --out docs/convergence
+
+Resumable: results already in OUT/convergence.json (same env, mode, seeds and budget) are kept and not rerun, so a
+stopped study loses at most the program that was running. Modes are the trainer's (`PPO` is standard PPO with
+mean/std advantage normalisation) plus `PPO-orig`, the original code's PPO variant (std-only normalisation) that
+the paper compared against.
 
 Every (env, mode) trains its seeds as ONE compiled program (the seed axis vmapped inside the iteration loop) with
 the `paper-locomotion` preset: action repeat 2, lr 5e-4, 100 updates per pass, no entropy bonus; PPO-CMA-m N=8000,
@@ -18,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from paper_runs import paper_config, plot, run_seeds, save, table  # noqa: E402
+from paper_runs import done, load, paper_config, plot, run_seeds, save, table  # noqa: E402
 
 PAPER_ENVS = ("brax/inverted_pendulum", "brax/inverted_double_pendulum", "brax/reacher", "brax/hopper",
               "brax/walker2d", "brax/halfcheetah", "brax/ant")
@@ -34,13 +40,17 @@ def main() -> None:
     args = parser.parse_args()
 
     out = Path(args.out)
-    results = []
+    results = load(out, "convergence")
+    seeds = list(range(args.seeds))
     for env in args.envs:
         for mode in args.modes:
             config, hparams = paper_config("paper-locomotion", env, mode, args.budget)
+            if done(results, env, mode, seeds, config.max_steps):
+                print(f"{env} {mode}: already in {out / 'convergence.json'}", flush=True)
+                continue
             print(f"{env} {mode}: {args.seeds} seeds x {config.n_iterations} iterations x {config.iter_steps} steps",
                   flush=True)
-            r = run_seeds(config, hparams, list(range(args.seeds)))
+            r = run_seeds(config, hparams, seeds)
             print(f"  finals {[round(v, 1) for v in r['finals']]}; {r['run_s']:.0f} s + {r['compile_s']:.0f} s "
                   f"compile ({r['steps_per_s']:,.0f} steps/s over all seeds)", flush=True)
             results.append(r)

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from paper_runs import paper_config, plot, run_seeds, save, table  # noqa: E402
+from paper_runs import done, load, paper_config, plot, run_seeds, save, table  # noqa: E402
 
 
 def main() -> None:
@@ -30,12 +30,16 @@ def main() -> None:
     args = parser.parse_args()
 
     out = Path(args.out)
-    results = []
+    results = load(out, "humanoid")  # resumable: finished modes are kept, not rerun
+    seeds = list(range(args.seeds))
     for mode in args.modes:
         config, hparams = paper_config("paper-humanoid", args.env, mode, args.budget)
+        if done(results, args.env, mode, seeds, config.max_steps):
+            print(f"{args.env} {mode}: already in {out / 'humanoid.json'}", flush=True)
+            continue
         print(f"{args.env} {mode}: {args.seeds} seeds x {config.n_iterations} iterations x {config.iter_steps} "
               "steps", flush=True)
-        r = run_seeds(config, hparams, list(range(args.seeds)))
+        r = run_seeds(config, hparams, seeds)
         print(f"  finals {[round(v, 1) for v in r['finals']]}; {r['run_s']:.0f} s + {r['compile_s']:.0f} s compile",
               flush=True)
         results.append(r)

@@ -20,16 +20,42 @@ from ppocma_jax.sweep import expand_seeds, make_train_batched
 FINAL_ITERATIONS = 5  # a run's final return: mean over its last iterations that finished episodes
 
 
+# Study labels beyond the trainer's modes: "PPO-orig" is the original code's PPO variant (advantages divided by
+# their std, not centred), which the paper compared against; plain "PPO" is standard practice (mean/std).
+VARIANTS: dict[str, tuple[str, dict]] = {"PPO-orig": ("PPO", {"adv_norm": "std"})}
+
+
 def paper_config(preset: str, env: str, mode: str, budget: int, n_envs: int | None = None
                  ) -> tuple[Config, HParams]:
-    """The preset's settings for `mode` on `env`, with `budget` simulator steps (rounded down to whole iterations)."""
+    """The preset's settings for `mode` (a trainer mode or a key of VARIANTS) on `env`, with `budget` simulator
+    steps (rounded down to whole iterations)."""
+    mode, changes = VARIANTS.get(mode, (mode, {}))
     settings = resolve_preset(preset, mode)
     hp_names = {f.name for f in hparams_fields()}
     cfg = {k: v for k, v in settings.items() if k not in hp_names}
-    cfg.update(env=env, max_steps=budget, eval_every=0)
+    cfg.update(env=env, max_steps=budget, eval_every=0, **changes)
     if n_envs is not None:
         cfg["n_envs"] = n_envs
     return Config(**cfg).validate(), HParams(**{k: v for k, v in settings.items() if k in hp_names})
+
+
+def run_label(config: Config) -> str:
+    """The name a result is filed under: the mode, or the VARIANTS key whose settings it carries."""
+    for label, (mode, changes) in VARIANTS.items():
+        if config.mode == mode and all(getattr(config, k) == v for k, v in changes.items()):
+            return label
+    return config.mode
+
+
+def load(out_dir: Path, name: str) -> list[dict]:
+    """Results saved by an earlier (possibly interrupted) invocation, so a study resumes where it stopped."""
+    path = out_dir / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def done(results: list[dict], env: str, label: str, seeds: Sequence[int], budget: int) -> bool:
+    return any(r["env"] == env and r["mode"] == label and r["seeds"] == list(seeds)
+               and r.get("budget") == budget for r in results)
 
 
 def run_seeds(config: Config, hparams: HParams, seeds: Sequence[int]) -> dict:
@@ -45,7 +71,8 @@ def run_seeds(config: Config, hparams: HParams, seeds: Sequence[int]) -> dict:
     returns = np.asarray(metrics["mean_return"], np.float64)  # [iterations, seeds], NaN: no episode ended
     finals = [_final(returns[:, i]) for i in range(returns.shape[1])]
     return {
-        "env": config.env, "mode": config.mode, "seeds": list(seeds), "iter_steps": config.iter_steps,
+        "env": config.env, "mode": run_label(config), "seeds": list(seeds), "iter_steps": config.iter_steps,
+        "budget": config.max_steps, "adv_norm": config.advantage_norm,
         "env_steps": np.asarray(metrics["env_steps"])[:, 0].tolist(),
         "mean_return": [[None if math.isnan(v) else v for v in row] for row in returns.tolist()],
         "finals": finals, "compile_s": compile_s, "run_s": run_s,

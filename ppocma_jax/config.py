@@ -25,7 +25,7 @@ CMA_MODES: tuple[str, ...] = ("PPO-CMA-m", "PPO-CMA")
 ACTIVATIONS: tuple[str, ...] = ("lrelu", "relu", "tanh", "selu", "swish")
 INITS: tuple[str, ...] = ("unit_norm", "glorot")
 POLICY_INITS: tuple[str, ...] = ("pretrain", "analytic")
-ADV_NORMS: tuple[str, ...] = ("std", "meanstd")
+ADV_NORMS: tuple[str, ...] = ("auto", "std", "meanstd")
 OBS_NORMS: tuple[str, ...] = ("scaler", "welford", "none")
 CRITIC_LOSSES: tuple[str, ...] = ("l1", "mse")
 VALUE_TARGETS: tuple[str, ...] = ("lambda", "returns")
@@ -84,8 +84,11 @@ class Config:
                                   default="updated")
     full_batch: bool = _help("every update step uses all samples of the iteration (Keras PPO example) instead of "
                              "batch_size samples drawn with replacement; PPO / PG modes only", default=False)
-    adv_norm: str = _help("advantage normalisation: std (original, no centring) or meanstd (PPO mode only)",
-                          default="std")
+    adv_norm: str = _help("advantage normalisation: auto (meanstd for PPO, std for every other mode), std (the "
+                          "original's, no centring; PPO-CMA and PG modes need it: the sign picks good and bad "
+                          "actions) or meanstd (standard PPO practice; PPO mode only). The original's PPO used std, "
+                          "which drives the policy std to its bound on Pendulum: --preset original keeps it",
+                          default="auto")
     eval_every: int = _help("deterministic evaluation (mean action) every K iterations and at the end, logged "
                             "as eval_return; 0: off", default=10)
     eval_episodes: int = _help("episodes per deterministic evaluation, on separate env instances", default=8)
@@ -107,6 +110,14 @@ class Config:
     def relu_advantages(self) -> bool:
         """PPO-CMA and PG-pos prune negative advantages before normalising (spec §3.1 step 5)."""
         return self.mode in ("PPO-CMA", "PG-pos")
+
+    @property
+    def advantage_norm(self) -> str:
+        """The advantage normalisation in force: `adv_norm`, with auto resolved per mode (standard PPO centres its
+        advantages; PPO-CMA and the PG modes must not, since the sign selects and mirrors actions)."""
+        if self.adv_norm != "auto":
+            return self.adv_norm
+        return "meanstd" if self.mode == "PPO" else "std"
 
     @property
     def rollout_len(self) -> int:
@@ -164,7 +175,7 @@ class Config:
             raise ConfigError(f"unknown policy_init {self.policy_init!r}; valid: {', '.join(POLICY_INITS)}")
         if self.adv_norm not in ADV_NORMS:
             raise ConfigError(f"unknown adv_norm {self.adv_norm!r}; valid: {', '.join(ADV_NORMS)}")
-        if self.adv_norm == "meanstd" and self.mode != "PPO":
+        if self.advantage_norm == "meanstd" and self.mode != "PPO":
             raise ConfigError(f"adv_norm=meanstd is only for mode PPO: {self.mode} uses the advantage sign "
                               "to choose good and bad actions, so centring would change the algorithm")
         per_env = self.n_envs * self.action_repeat

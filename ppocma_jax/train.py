@@ -234,7 +234,7 @@ class Trainer:
         if cfg.relu_advantages:
             adv = jnp.maximum(adv, 0.0)
         adv_std = jnp.std(adv)
-        if cfg.adv_norm == "meanstd":
+        if cfg.advantage_norm == "meanstd":
             adv = (adv - jnp.mean(adv)) / (adv_std + ADV_EPS)
         else:
             adv = adv / (adv_std + ADV_EPS)

@@ -80,6 +80,7 @@ def test_config_errors_are_raised_before_compiling():
         make_train(tiny(initial_std=(1.0, 1.0)))
     with pytest.raises(ConfigError, match="adv_norm=meanstd is only for mode PPO"):
         make_train(tiny(adv_norm="meanstd"))
+    assert tiny(mode="PPO").advantage_norm == "meanstd" and tiny().advantage_norm == "std"  # auto, per mode
 
 
 def test_vmap_over_hparams_and_seeds_matches_single_runs():
