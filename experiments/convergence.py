@@ -56,6 +56,9 @@ def main() -> None:
             results.append(r)
             save(results, out, "convergence")  # after every program: a stopped study keeps what it finished
             plot(results, out / "convergence.png", f"PPO vs PPO-CMA-m, {args.budget:,} steps, {args.seeds} seeds")
+    # Also when everything was already done: rerunning the command redraws the table and plot from the JSON.
+    save(results, out, "convergence")
+    plot(results, out / "convergence.png", f"PPO vs PPO-CMA-m, {args.budget:,} steps, {args.seeds} seeds")
     print(table(results))
     print(f"wrote {out / 'convergence.json'}, {out / 'convergence.md'}, {out / 'convergence.png'}")
 

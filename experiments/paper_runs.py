@@ -116,8 +116,12 @@ def plot(results: list[dict], out: Path, title: str) -> Path:
             with np.errstate(all="ignore"):
                 mean = np.nanmean(curves, axis=1)
                 half_std = 0.5 * np.nanstd(curves, axis=1)
-            line, = ax.step(steps, mean, where="post", label=f"{r['mode']} ({len(r['seeds'])} seeds)")
-            ax.fill_between(steps, mean - half_std, mean + half_std, step="post", alpha=0.25,
+            # Iterations in which no episode ended (long episodes: reacher ends one every 5 iterations) are NaN:
+            # draw the curve through the iterations that have a return instead of leaving gaps.
+            ok = np.isfinite(mean)
+            half_std = np.where(np.isfinite(half_std), half_std, 0.0)
+            line, = ax.step(steps[ok], mean[ok], where="post", label=f"{r['mode']} ({len(r['seeds'])} seeds)")
+            ax.fill_between(steps[ok], (mean - half_std)[ok], (mean + half_std)[ok], step="post", alpha=0.25,
                             color=line.get_color())
         ax.set_title(env)
         ax.set_xlabel("simulator steps")
