@@ -37,6 +37,7 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -101,6 +102,36 @@ class _OwnWriteFilter(logging.Filter):
 
 
 _FILTER = _OwnWriteFilter()
+_HOOK_INSTALLED = False
+
+
+def _late_loop_callback(unraisable: Any) -> bool:
+    """Is this tensorstore's late callback into an event loop orbax already closed? When one read of a damaged
+    checkpoint fails, orbax's `run_sync` closes its loop while the other reads are still in flight; each of them
+    then reports `RuntimeError: Event loop is closed` from `call_soon_threadsafe` as an unraisable exception, a
+    traceback apiece (dozens per damaged checkpoint). The failure itself was already reported."""
+    err, tb = unraisable.exc_value, unraisable.exc_traceback
+    if not isinstance(err, RuntimeError) or str(err) != "Event loop is closed":
+        return False
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "call_soon_threadsafe":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _install_unraisable_filter() -> None:
+    global _HOOK_INSTALLED
+    if _HOOK_INSTALLED:
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not _late_loop_callback(unraisable):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    _HOOK_INSTALLED = True
 
 
 def _quiet_orbax() -> None:
@@ -110,6 +141,7 @@ def _quiet_orbax() -> None:
         logger.setLevel(logging.ERROR)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
+    _install_unraisable_filter()
 
 
 def _first_line(err: BaseException, limit: int = 160) -> str:
