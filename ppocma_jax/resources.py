@@ -5,17 +5,18 @@ XLA, `hidden_units=1e6` (4 TB of weights) hangs inside XLA. `check_fits(config, 
 one run must hold at once and raises ConfigError (one line, naming the setting that drives the largest part) when
 that cannot fit in the memory available to the backend that will run it.
 
-The estimate is a lower bound, not a prediction: it counts only arrays the program cannot avoid (float32, 4 bytes
-each), so it rejects configurations that certainly cannot fit and lets XLA judge the borderline ones:
+The estimate is meant as a lower bound, not a prediction: it counts only arrays the program holds at the same time
+(float32, 4 bytes each), so it rejects configurations that cannot fit and lets XLA judge the borderline ones:
 - parameters: every network (policy mean/log-variance or joint/logits, critic; widths from networks.MLP with its
-  dense skips) x 4 (weights, two Adam moments, one gradient) plus a second copy of weights and moments (the NaN
-  guard in Trainer.run selects between the old and the new state, so both exist);
+  dense skips) x 3 (weights and two Adam moments), twice (the NaN guard in Trainer.run selects between the old
+  and the new state, so both exist), plus the gradient of the largest network (one network trains at a time);
 - history: PPO-CMA's buffer [H, samples_per_iter, obs + action + advantage], twice (old and new state);
-- rollout: the iteration's transitions [T, n_envs, 2 obs + action + 4 scalars], plus the flattened, scaled and
-  critic-input copies `learn` makes of the observations;
-- activations: the widest forward pass (every layer's output for the largest batch any pass evaluates at once:
-  all samples of the iteration, or PPO-CMA's variance pass drawing n_updates x minibatch up front): its input,
-  every hidden layer's activation and its output, kept for the backward pass, plus their gradients.
+- rollout: the iteration's transitions [T, n_envs, 2 obs + action + 4 scalars], plus the critic's inputs at every
+  state and successor [2, T, n_envs, obs + 1];
+- activations: the widest pass through a network: a forward pass over the largest batch any pass evaluates at
+  once (all samples of the iteration, or PPO-CMA's variance pass drawing n_updates x minibatch up front), or a
+  minibatch's forward pass kept for its backward pass plus the gradients; per sample, the input, every hidden
+  layer's activation and the output.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _activation_width(net) -> int:
 
 
 def _widest_batch(config: Config) -> int:
-    """The most samples one forward pass evaluates at once."""
+    """The most samples one forward pass evaluates at once (the minibatch steps' batches are never wider)."""
     widest = max(config.samples_per_iter, config.minibatch_size)
     if config.is_cma:  # the variance pass evaluates the mean net on all its minibatches in one forward
         widest = max(widest, config.n_updates * config.minibatch_size)
@@ -82,15 +83,16 @@ def _widest_batch(config: Config) -> int:
 def estimate_memory(config: Config, spec: EnvSpec) -> MemoryEstimate:
     """Lower bounds of one run's memory, in bytes (Python integers: no overflow for absurd sizes)."""
     nets = _networks(config, spec)
-    n_params = sum(_n_params(net) for net in nets)
-    parameters = n_params * FLOAT_BYTES * (4 + 3)  # weights, 2 moments, gradient; old weights + moments kept
+    sizes = [_n_params(net) for net in nets]
+    parameters = (2 * 3 * sum(sizes) + max(sizes)) * FLOAT_BYTES
     samples = config.samples_per_iter
     obs, act = spec.obs_dim, (1 if spec.discrete else spec.action_dim)
     history = 0
     if config.is_cma:
         history = 2 * config.history_buffer_size * samples * (obs + act + 1) * FLOAT_BYTES
-    rollout = samples * (2 * obs + act + TRANSITION_SCALARS) * FLOAT_BYTES + 3 * samples * (obs + 1) * FLOAT_BYTES
-    activations = 2 * _widest_batch(config) * max(_activation_width(net) for net in nets) * FLOAT_BYTES
+    rollout = samples * (2 * obs + act + TRANSITION_SCALARS) * FLOAT_BYTES + 2 * samples * (obs + 1) * FLOAT_BYTES
+    width = max(_activation_width(net) for net in nets)
+    activations = max(_widest_batch(config), 2 * config.minibatch_size) * width * FLOAT_BYTES
     return MemoryEstimate(parameters, history, rollout, activations)
 
 

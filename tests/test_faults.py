@@ -298,9 +298,11 @@ def test_memory_estimate_counts_the_real_parameters_and_passes_sane_configs(run)
 
     trainer = run["trainer"]
     like = run["like"]
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves((like.policy_params, like.critic_params)))
+    sizes = [sum(int(np.prod(x.shape)) for x in jax.tree.leaves(net))
+             for net in (*like.policy_params.values(), like.critic_params)]
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(like.opt_states)) >= 2 * sum(sizes)  # Adam moments
     estimate = estimate_memory(CONFIG, trainer.env.spec)
-    assert estimate.parameters == 7 * FLOAT_BYTES * n_params  # weights, 2 moments, gradient + the old copy
+    assert estimate.parameters == FLOAT_BYTES * (2 * 3 * sum(sizes) + max(sizes))  # old + new state, 1 gradient
     history = like.history
     assert estimate.history == 2 * FLOAT_BYTES * sum(int(np.prod(x.shape)) for x in
                                                      (history.obs, history.actions, history.advantages))
@@ -428,3 +430,20 @@ def test_agent_rejects_non_finite_observations_and_non_boolean_flags(agent_dir):
     assert agent.memorized_steps == before + 1
     assert agent._rows[-1][3].tolist() == [False, True]
     agent._rows.pop()
+
+
+# ---------------------------------------------------------------- through the CLI
+def test_resuming_a_run_halted_by_nan_saves_its_last_good_state_again(tmp_path, capsys):
+    """The halted run's last good state is checkpoint 0; resuming halts again and saves 0 again (orbax used to
+    raise StepAlreadyExistsError there)."""
+    from ppocma_jax.cli import main
+
+    out = tmp_path / "run"
+    argv = ["--env", "gymnax/Pendulum-v1", "--max-steps", "1600", "--iter-steps", "800", "--n-envs", "4",
+            "--n-updates", "5", "--hidden-units", "16", "--pretrain-steps", "20", "--critic-learning-rate", "1e30",
+            "--checkpoint-every", "1", "--quiet", "--out", str(out)]
+    assert main(argv) == 1
+    assert main(["--resume", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("NaN/Inf at iteration 1") == 2 and "Traceback" not in err and "Error" not in err, err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["0"]
