@@ -45,9 +45,9 @@ def run():
     trainer = Trainer.build(CONFIG)
     hp = HParams().as_arrays()
     step = jax.jit(lambda st, h: trainer.run(st, h, 1)[0])
-    states = [jax.jit(trainer.init_state)(jax.random.PRNGKey(0), hp)]
-    for _ in range(3):
-        states.append(step(states[-1], hp))
+    states = [jax.device_get(jax.jit(trainer.init_state)(jax.random.PRNGKey(0), hp))]
+    for _ in range(3):  # host (numpy) inputs, as a restored checkpoint gives: one compiled program serves both
+        states.append(jax.device_get(step(states[-1], hp)))
     like = jax.eval_shape(trainer.init_state, jax.random.PRNGKey(0), hp)
     return {"trainer": trainer, "hp": hp, "step": step, "states": states, "like": like}
 
@@ -110,7 +110,7 @@ def test_continuing_from_the_fallback_equals_an_uninterrupted_run(run, saved, tm
     with Checkpointer(run_dir) as checkpointer:
         iteration, state, _ = checkpointer.restore_latest(run["like"])
         for i in (2, 3):  # redo iteration 2, then go on; the damaged folder no longer blocks saving 2
-            state = run["step"](state, run["hp"])
+            state = jax.device_get(run["step"](state, run["hp"]))
             checkpointer.save(i, state)
         assert checkpointer.steps() == [2, 3]
         assert_same_state(checkpointer.restore(run["like"], 3), run["states"][3])
