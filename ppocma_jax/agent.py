@@ -28,7 +28,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import secrets
+import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -237,6 +241,7 @@ class Agent:
         self._episodes = EpisodeTracker.new(config.n_envs)
         self._std_sum: list[jax.Array] = []
         self.last_metrics: dict[str, float] = {}
+        self._agent_id = secrets.token_hex(8)  # in config.json: `save` refuses a directory of another agent
 
     # ---------------------------------------------------------------- acting
     @property
@@ -253,6 +258,8 @@ class Agent:
         if x.ndim not in (1, 2) or x.shape[-1] != self.spec.obs_dim:
             raise AgentError(f"obs has shape {x.shape}; expected ({self.spec.obs_dim},) or "
                              f"(batch, {self.spec.obs_dim})")
+        if not np.isfinite(x).all():
+            raise AgentError("obs contains NaN or Inf")
         batch = x[None] if single else x
         action, std, self._act_key = _act(self.trainer.policy, bool(deterministic), self.state.policy_params,
                                           self.state.scaler, self._act_key, batch, self._hp)
@@ -274,9 +281,9 @@ class Agent:
         next_b = _as_batch("next_obs", next_obs, n, (D,), np.float32)
         action_b = _as_batch("action", action, n, (d,), np.float32)
         reward_b = _as_batch("reward", reward, n, (), np.float32)
-        term_b = _as_batch("terminated", terminated, n, (), bool)
+        term_b = _as_batch("terminated", _as_flags("terminated", terminated), n, (), bool)
         trunc_b = (np.full(n, bool(truncated)) if isinstance(truncated, (bool, np.bool_))
-                   else _as_batch("truncated", truncated, n, (), bool))
+                   else _as_batch("truncated", _as_flags("truncated", truncated), n, (), bool))
         for name, arr in (("obs", obs_b), ("next_obs", next_b), ("action", action_b), ("reward", reward_b)):
             if not np.isfinite(arr).all():
                 raise AgentError(f"{name} contains NaN or Inf")
@@ -368,28 +375,78 @@ class Agent:
         return float(np.mean(np.stack(self._std_sum))) if self._std_sum else math.nan
 
     # ---------------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the agent to directory `path`: config.json (as a CLI run), the TrainState as an orbax checkpoint
         in path/checkpoints/<iteration>/ (the trainer's format), and the host bookkeeping (memorised transitions,
-        episode trackers, acting key) in agent_host.npz, so `Agent.load(path)` continues exactly."""
+        episode trackers, acting key) in agent_host.npz, so `Agent.load(path)` continues exactly.
+
+        Saving again into this agent's own directory updates it. A directory that holds another agent or a
+        training run is refused (AgentError) unless overwrite=True, which replaces the whole directory once the
+        new save is complete. Every failure (a full disk included) is an AgentError in one line."""
+        path = Path(path)
+        replace = self._check_save_target(path, overwrite)
+        target = path.with_name(f".{path.name}.saving-{os.getpid()}-{secrets.token_hex(4)}") if replace else path
+        try:
+            self._write(target)
+            if replace:
+                old = path.with_name(target.name.replace(".saving-", ".replaced-"))
+                path.rename(old)
+                target.rename(path)
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException as err:
+            if replace:
+                shutil.rmtree(target, ignore_errors=True)
+            if isinstance(err, AgentError) or not isinstance(err, Exception):
+                raise  # KeyboardInterrupt: the checkpointer abandoned its write; the earlier save is intact
+            raise AgentError(f"cannot save the agent to {str(path)!r}: {_save_failure(err)}") from err
+        return path
+
+    def _check_save_target(self, path: Path, overwrite: bool) -> bool:
+        """Raise AgentError when `path` holds something else than this agent's earlier save (unless overwrite);
+        return True when that content is to be replaced."""
+        from .checkpoint import CHECKPOINT_DIR
+
+        if path.exists() and not path.is_dir():
+            raise AgentError(f"cannot save the agent to {str(path)!r}: it is a file, not a directory")
+        config_file = path / "config.json"
+        if not any((path / name).exists() for name in ("config.json", CHECKPOINT_DIR, HOST_STATE_FILE)):
+            return False
+        try:
+            info = json.loads(config_file.read_text()).get("agent")
+        except (OSError, ValueError, AttributeError):
+            info = None
+        if isinstance(info, dict) and info.get("agent_id") == self._agent_id:
+            return False  # this agent's own earlier save: updated in place, as a run updates its checkpoints
+        if not overwrite:
+            what = ("another agent" if isinstance(info, dict) else
+                    "a training run" if config_file.exists() else "a checkpoint of something else")
+            raise AgentError(f"{str(path)!r} already holds {what}; save elsewhere, or pass overwrite=True to "
+                             "replace it all")
+        return True
+
+    def _write(self, path: Path) -> None:
+        """config.json, then the checkpoint, then agent_host.npz naming the checkpoint's iteration (each file
+        replaced atomically: a kill between them leaves the previous save's npz, which names its own checkpoint)."""
         from .checkpoint import Checkpointer
 
-        path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         document = to_jsonable(self.config, self.hparams)
         document["agent"] = {"state_dim": self.spec.obs_dim, "action_dim": self.spec.action_dim,
                              "action_min": list(self.spec.action_low), "action_max": list(self.spec.action_high),
-                             "env_name": self.spec.name, "max_episode_steps": self.spec.max_episode_steps}
+                             "env_name": self.spec.name, "max_episode_steps": self.spec.max_episode_steps,
+                             "agent_id": self._agent_id}
         tmp = path / "config.json.tmp"
         tmp.write_text(json.dumps(document, indent=2) + "\n")
         tmp.replace(path / "config.json")
-        checkpointer = Checkpointer(path)
-        try:
+        with Checkpointer(path) as checkpointer:
             checkpointer.save(int(self.state.iteration), self.state)
+        tmp = path / (HOST_STATE_FILE + ".tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, iteration=np.asarray(int(self.state.iteration), np.int64), **self._host_arrays())
+            tmp.replace(path / HOST_STATE_FILE)
         finally:
-            checkpointer.close()
-        np.savez(path / HOST_STATE_FILE, **self._host_arrays())
-        return path
+            tmp.unlink(missing_ok=True)
 
     def _host_arrays(self) -> dict[str, np.ndarray]:
         n, D, d = self.n_envs, self.spec.obs_dim, self.spec.action_dim
@@ -405,34 +462,47 @@ class Agent:
 
     @classmethod
     def load(cls, path: str | Path) -> Agent:
-        """An Agent from a directory written by `save` (or a `--env gymnasium/...` CLI run: its newest checkpoint)."""
-        from .checkpoint import Checkpointer
+        """An Agent from a directory written by `save` (or a `--env gymnasium/...` CLI run: its newest checkpoint).
+        Every failure (missing, damaged or mismatched files) is an AgentError in one line."""
+        from .checkpoint import CheckpointError, Checkpointer
 
         path = Path(path)
         try:
             document = json.loads((path / "config.json").read_text())
             config, hparams = from_jsonable(document)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise AgentError(f"{str(path)!r} holds no saved agent (no config.json)") from None
-        except (ValueError, TypeError, KeyError) as err:
-            raise AgentError(f"{str(path)!r} has an unreadable config.json ({err})") from None
-        spec = _spec_from_document(document, config)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+            raise AgentError(f"{str(path)!r} has an unreadable config.json ({_first_line(err)})") from None
         agent = cls.__new__(cls)
-        agent._setup(spec, config, hparams, state=_init_state_shape(spec, config, hparams))
-        checkpointer = Checkpointer(path)
         try:
+            spec = _spec_from_document(document, config)
+            agent._setup(spec, config, hparams, state=_init_state_shape(spec, config, hparams))
+        except AgentError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as err:  # ConfigError included
+            raise AgentError(f"{str(path)!r} has an invalid config.json ({_first_line(err)})") from None
+        info = document.get("agent")
+        if isinstance(info, dict) and isinstance(info.get("agent_id"), str):
+            agent._agent_id = info["agent_id"]  # the same agent: saving back into `path` updates it
+        host = _read_host_arrays(path / HOST_STATE_FILE)
+        iteration = int(host["iteration"]) if host is not None and "iteration" in host else None
+        with Checkpointer(path) as checkpointer:
             if checkpointer.latest_iteration() is None:
                 raise AgentError(f"{str(path)!r} has no checkpoint")
             try:
-                agent.restore_state(checkpointer.restore(agent.state))
-            except ValueError as err:  # e.g. a checkpoint written by an older TrainState layout
-                raise AgentError(f"cannot restore the agent in {str(path)!r}: "
-                                 f"{str(err).splitlines()[0][:200]}") from None
-        finally:
-            checkpointer.close()
-        host = path / HOST_STATE_FILE
-        if host.exists():
-            agent._restore_host(dict(np.load(host)))
+                agent.restore_state(checkpointer.restore(agent.state, iteration))
+            except FileNotFoundError:
+                raise AgentError(f"{str(path)!r} has no checkpoint {iteration}, which its {HOST_STATE_FILE} "
+                                 "belongs to") from None
+            except CheckpointError as err:  # damaged, or written by another configuration / TrainState layout
+                raise AgentError(f"cannot load the agent in {str(path)!r}: {err}") from None
+        if host is not None:
+            try:
+                agent._restore_host(host)
+            except (KeyError, ValueError, TypeError, IndexError) as err:
+                raise AgentError(f"{str(path / HOST_STATE_FILE)!r} does not match the agent "
+                                 f"({_first_line(err)})") from None
         return agent
 
     def restore_state(self, state: TrainState) -> None:
@@ -441,13 +511,66 @@ class Agent:
         self.state = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), state)
 
     def _restore_host(self, arrays: dict[str, np.ndarray]) -> None:
+        n, D, d = self.n_envs, self.spec.obs_dim, self.spec.action_dim
+        shapes = {"rows_obs": (n, D), "rows_action": (n, d), "rows_next_obs": (n, D), "rows_reward": (n,),
+                  "rows_terminated": (n,), "rows_truncated": (n,), "rows_time": (n,)}
         count = arrays["rows_obs"].shape[0]
+        for name, shape in shapes.items():
+            if arrays[name].shape != (count,) + shape:
+                raise ValueError(f"{name} has shape {arrays[name].shape}, expected {(count,) + shape}")
+        for name in ("time", "ep_return", "ep_length"):
+            if arrays[name].shape != (n,):
+                raise ValueError(f"{name} has shape {arrays[name].shape}, expected {(n,)}")
         self._rows = [tuple(arrays[f"rows_{f}"][i] for f in _FIELDS) for i in range(count)]
         self._act_key = jnp.asarray(arrays["act_key"])
         self._episodes = EpisodeTracker(arrays["time"].astype(np.int32), arrays["ep_return"],
                                         arrays["ep_length"], list(map(float, arrays["returns"])),
                                         list(map(int, arrays["lengths"])))
         self._std_sum = [jnp.asarray(s) for s in arrays["std"]]
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    line = text.splitlines()[0] if text else type(err).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _save_failure(err: BaseException) -> str:
+    """What went wrong in a save, in a few words (the checkpointer's own message already is one line)."""
+    from .checkpoint import CheckpointError, is_no_space
+
+    if isinstance(err, CheckpointError):
+        return str(err)
+    if is_no_space(err):
+        return "no space left on device"
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}" + (f" ({err.filename})" if err.filename else "")
+    return _first_line(err)
+
+
+def _read_host_arrays(path: Path) -> dict[str, np.ndarray] | None:
+    """agent_host.npz as a dict (None if the save has none); a truncated or damaged file is an AgentError."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise AgentError(f"{str(path)!r} is damaged ({type(err).__name__}: {_first_line(err)}); the agent's "
+                         "memorised transitions cannot be restored") from None
+
+
+def _as_flags(name: str, value: Any) -> Any:
+    """`terminated` / `truncated` as booleans: bools, or numbers that are exactly 0 or 1. Anything else (a string
+    such as "False", None, 0.5) is an AgentError: np.asarray("False", bool) would be True."""
+    if isinstance(value, (bool, np.bool_)):
+        return value
+    arr = np.asarray(value)
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind in "iuf" and np.all((arr == 0) | (arr == 1)):  # empty: _as_batch names the shape
+        return arr.astype(bool)
+    raise AgentError(f"{name} must be a bool (or 0 / 1) per simulator, got {value!r}")
 
 
 def _spec_from_document(document: dict, config: Config) -> EnvSpec:

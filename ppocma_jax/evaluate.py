@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: --episodes must be positive, got {args.episodes}", file=sys.stderr)
         return 2
 
-    from .checkpoint import Checkpointer, has_checkpoint
+    from .checkpoint import CheckpointError, Checkpointer, has_checkpoint
     from .cli import CliError, _load_run_config
     from .train import Trainer
 
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         iteration = args.iteration if args.iteration is not None else checkpointer.latest_iteration()
         state = checkpointer.restore(like, iteration)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, CheckpointError) as err:  # none, damaged, or another configuration's: one line
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -30,6 +30,7 @@ from .networks import MLP, MLPParams
 from .normalize import ScalerState, scaler_apply, scaler_init, scaler_update
 from .optim import adam_init, adam_step
 from .policy import Policy, PolicyParams, gaussian_log_prob
+from .resources import check_fits
 from .rollout import EnvCarry, Transition, env_reset, rollout
 
 ADV_EPS = 1e-10  # the original's epsilon in A / (std(A) + eps)
@@ -125,6 +126,7 @@ class Trainer:
                                   f"[{list(map(float, low))}, {list(map(float, high))}] (the mean is soft-clipped)")
             if config.initial_std is not None and min(config.initial_std) <= 0:
                 raise ConfigError(f"initial_std must be > 0, got {config.initial_std}")
+        check_fits(config, spec)  # ConfigError (one line) for sizes this machine cannot hold: before any compile
         policy = Policy.from_config(config, spec)
         critic = MLP(spec.obs_dim + 1, 1, config.hidden_layers, config.hidden_units, config.activation,
                      config.dense_skips, config.init)
