@@ -1,4 +1,4 @@
-"""The paper's convergence study (spec §9.1) on the Brax counterparts of its tasks: PPO vs PPO-CMA-m.
+"""The paper's convergence study (algorithm.md §9.1) on the Brax counterparts of its tasks: PPO vs PPO-CMA-m.
 
     python experiments/convergence.py --out results/convergence                       # paper budget: 1M steps
     python experiments/convergence.py --budget 100000 --seeds 2 --out results/conv-small  # laptop CPU, < 1 hour

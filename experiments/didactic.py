@@ -1,4 +1,4 @@
-"""The paper's didactic example (spec §8): PG, PG-pos, PPO and PPO-CMA-m on a 2-D quadratic bandit.
+"""The paper's didactic example (algorithm.md §8): PG, PG-pos, PPO and PPO-CMA-m on a 2-D quadratic bandit.
 
     python experiments/didactic.py --out docs/didactic            # didactic.json, didactic.png, didactic.gif
     python experiments/didactic.py --out /tmp/d --seeds 5          # also: final distance over 5 seeds

@@ -1,4 +1,4 @@
-"""The paper's humanoid comparison (spec §9.2) on brax/humanoid: PPO-CMA-m vs PPO, both with N=32000.
+"""The paper's humanoid comparison (algorithm.md §9.2) on brax/humanoid: PPO-CMA-m vs PPO, both with N=32000.
 
     python experiments/humanoid.py --out results/humanoid                           # paper budget: 10M steps, 3 seeds
     python experiments/humanoid.py --budget 320000 --seeds 1 --out results/hum-small  # a CPU-sized look

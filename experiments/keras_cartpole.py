@@ -1,4 +1,4 @@
-"""The Keras "ppo_cartpole" example's run (spec §11), with this trainer: the per-epoch table and the wall time.
+"""The Keras "ppo_cartpole" example's run (algorithm.md §11), with this trainer: the per-epoch table and the wall time.
 
     python experiments/keras_cartpole.py [--seed 0] [--json keras_cartpole.json]
 

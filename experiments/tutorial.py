@@ -1,4 +1,4 @@
-"""The original PPO-CMA Tutorial.py (spec §7) for this package's Agent: a plain Python loop around a simulator.
+"""The original PPO-CMA Tutorial.py (algorithm.md §7) for this package's Agent: a plain Python loop around a simulator.
 
     python experiments/tutorial.py                         # MountainCarContinuous-v0, 1000 decisions per update
     python experiments/tutorial.py --env Pendulum-v1 --action-repeat 1 --iter-steps 4000 --max-steps 200000

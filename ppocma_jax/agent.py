@@ -1,4 +1,4 @@
-"""The host-side Agent: PPO-CMA for any Python simulator, with the original Tutorial's interface (spec §7).
+"""The host-side Agent: PPO-CMA for any Python simulator, with the original Tutorial's interface (algorithm.md §7).
 
     agent = Agent(state_dim, action_dim, action_min, action_max, iter_steps=2000)
     while True:

@@ -4,7 +4,7 @@ Static fields decide array shapes and which code runs (env, mode, batch sizes, c
 one recompiles. `HParams` holds the numbers that only enter arithmetic (learning rates, gamma, lambda, PPO epsilon,
 sigma bounds, mirroring kernel width, ...), so a sweep over them is a `jax.vmap`, not a recompile.
 
-Defaults follow the original PPO-CMA code (Run.py / Agent.py, see ppocma_spec.md §6-§7) unless noted.
+Defaults follow the original PPO-CMA code (Run.py / Agent.py, see docs/algorithm.md §6-§7) unless noted.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import struct
 
 MODES: tuple[str, ...] = ("PPO-CMA-m", "PPO-CMA", "PPO", "PG", "PG-pos")
-"""Training modes (spec §1). PPO-CMA-m is the paper's default: PPO-CMA with negative-advantage mirroring."""
+"""Training modes (algorithm.md §1). PPO-CMA-m is the paper's default: PPO-CMA with negative-advantage mirroring."""
 
 CMA_MODES: tuple[str, ...] = ("PPO-CMA-m", "PPO-CMA")
 ACTIVATIONS: tuple[str, ...] = ("lrelu", "relu", "tanh", "selu", "swish")
@@ -108,7 +108,7 @@ class Config:
 
     @property
     def relu_advantages(self) -> bool:
-        """PPO-CMA and PG-pos prune negative advantages before normalising (spec §3.1 step 5)."""
+        """PPO-CMA and PG-pos prune negative advantages before normalising (algorithm.md §3.1 step 5)."""
         return self.mode in ("PPO-CMA", "PG-pos")
 
     @property
@@ -131,7 +131,7 @@ class Config:
 
     @property
     def minibatch_size(self) -> int:
-        """M_eff = min(samples per iteration, batch_size) (spec §3.2); all samples with full_batch."""
+        """M_eff = min(samples per iteration, batch_size) (algorithm.md §3.2); all samples with full_batch."""
         return self.samples_per_iter if self.full_batch else min(self.samples_per_iter, self.batch_size)
 
     @property

@@ -1,4 +1,4 @@
-"""Generalised advantage estimation with termination and truncation kept apart (spec §3.3, pitfall P2)."""
+"""Generalised advantage estimation with termination and truncation kept apart (algorithm.md §3.3, D1)."""
 
 from __future__ import annotations
 

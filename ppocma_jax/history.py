@@ -1,4 +1,4 @@
-"""Fixed-shape ring buffer of the last H iterations, for PPO-CMA's variance pass (spec §3.8, pitfall P7).
+"""Fixed-shape ring buffer of the last H iterations, for PPO-CMA's variance pass (algorithm.md §3.8, D4).
 
 Each slot holds one iteration's raw observations, actions and normalised advantages. Every iteration has the same
 number of samples, so the original's two-level draw (an iteration uniformly, then a sample inside it) equals a

@@ -1,4 +1,4 @@
-"""Loss functions of every mode, pure and separately testable (spec §3.4-§3.6, §4).
+"""Loss functions of every mode, pure and separately testable (algorithm.md §3.4-§3.6, §4).
 
 Each loss takes the full params it may read and returns a scalar. Stop-gradients are inside the losses, so a
 gradient with respect to all params reaches only the network the loss trains (tests check this):
@@ -21,7 +21,7 @@ from .policy import Policy, PolicyParams, gaussian_log_prob
 
 def mirror_targets(actions: jax.Array, mean_old: jax.Array, std: jax.Array, advantages: jax.Array,
                    kernel_scale: jax.Array | float = 1.0) -> tuple[jax.Array, jax.Array]:
-    """PPO-CMA-m's negative-advantage mirroring (spec §3.4, pitfall P6).
+    """PPO-CMA-m's negative-advantage mirroring (algorithm.md §3.4, D3).
 
     Args:
       actions: [B, d] taken (clipped) actions a.
@@ -46,7 +46,7 @@ def mirror_targets(actions: jax.Array, mean_old: jax.Array, std: jax.Array, adva
 
 def variance_loss(params: PolicyParams, obs: jax.Array, actions: jax.Array, advantages: jax.Array,
                   policy: Policy, hp: HParams, mean: jax.Array | None = None) -> jax.Array:
-    """-1/B sum A+_i log N(a_i; sg(mu(s_i)), sigma^2(s_i)) over a history minibatch (spec §3.4).
+    """-1/B sum A+_i log N(a_i; sg(mu(s_i)), sigma^2(s_i)) over a history minibatch (algorithm.md §3.4).
 
     For one state its minimiser is the A+-weighted second moment of past good actions around the CURRENT mean:
     the variance stretches along the direction the mean keeps moving (the paper's evolution-path analogue).
@@ -65,7 +65,7 @@ def variance_loss(params: PolicyParams, obs: jax.Array, actions: jax.Array, adva
 def mean_loss_targets(params: PolicyParams, obs: jax.Array, actions: jax.Array, advantages: jax.Array,
                       mean_old: jax.Array, policy: Policy, hp: HParams, mirror: bool
                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The constants of the mean pass (spec §3.4) -> (targets [B, d], weights [B], logvar [B, d]).
+    """The constants of the mean pass (algorithm.md §3.4) -> (targets [B, d], weights [B], logvar [B, d]).
 
     They depend only on the frozen variance net, mean_old and the data, so the trainer computes them once for the
     whole iteration instead of once per minibatch. PPO-CMA-m (mirror=True): positive samples target a, negative
@@ -89,7 +89,7 @@ def mean_nll(params: PolicyParams, obs: jax.Array, targets: jax.Array, weights: 
 
 def mean_loss(params: PolicyParams, obs: jax.Array, actions: jax.Array, advantages: jax.Array,
               mean_old: jax.Array, policy: Policy, hp: HParams, mirror: bool) -> jax.Array:
-    """Advantage-weighted Gaussian NLL of the mean with the variance frozen (spec §3.4): `mean_nll` on the
+    """Advantage-weighted Gaussian NLL of the mean with the variance frozen (algorithm.md §3.4): `mean_nll` on the
     constants of `mean_loss_targets`. obs: [B, D] scaled; actions, mean_old: [B, d]; advantages: [B]."""
     targets, weights, logvar = mean_loss_targets(params, obs, actions, advantages, mean_old, policy, hp, mirror)
     return mean_nll(params, obs, targets, weights, logvar, policy)
@@ -97,7 +97,7 @@ def mean_loss(params: PolicyParams, obs: jax.Array, actions: jax.Array, advantag
 
 def ppo_loss(params: PolicyParams, obs: jax.Array, actions: jax.Array, advantages: jax.Array,
              log_prob_old: jax.Array, policy: Policy, hp: HParams) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Clipped surrogate (spec §3.6): -1/B sum min(r A, clip(r, 1-eps, 1+eps) A) - c_ent * entropy.
+    """Clipped surrogate (algorithm.md §3.6): -1/B sum min(r A, clip(r, 1-eps, 1+eps) A) - c_ent * entropy.
 
     obs: [B, D] scaled; actions: [B, d] (or [B] int for discrete); advantages, log_prob_old: [B].
     Returns (loss, {"approx_kl", "clip_fraction", "entropy"}).
@@ -119,13 +119,13 @@ def ppo_loss(params: PolicyParams, obs: jax.Array, actions: jax.Array, advantage
 
 def pg_loss(params: PolicyParams, obs: jax.Array, actions: jax.Array, advantages: jax.Array, policy: Policy,
             hp: HParams) -> jax.Array:
-    """Vanilla policy gradient -1/B sum A log pi(a|s) (spec §3.5); PG-pos gets ReLU'd advantages."""
+    """Vanilla policy gradient -1/B sum A log pi(a|s) (algorithm.md §3.5); PG-pos gets ReLU'd advantages."""
     return -jnp.mean(advantages * policy.log_prob(params, obs, actions, hp))
 
 
 def critic_loss(critic_params: MLPParams, critic: MLP, inputs: jax.Array, targets: jax.Array,
                 kind: str = "l1") -> jax.Array:
-    """L1 regression (spec §4): mean |V(x) - target|, or "mse": mean (V(x) - target)^2 (Keras PPO example).
+    """L1 regression (algorithm.md §4): mean |V(x) - target|, or "mse": mean (V(x) - target)^2 (Keras PPO example).
     inputs: [B, D + 1] (scaled obs, time feature)."""
     values = critic.apply(critic_params, inputs)[..., 0]
     if kind == "mse":

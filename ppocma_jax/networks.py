@@ -1,4 +1,4 @@
-"""Multilayer perceptrons as pure functions on a params pytree, as the original PPO-CMA built them (spec §2.1).
+"""Multilayer perceptrons as pure functions on a params pytree, as the original PPO-CMA built them (algorithm.md §2.1).
 
 Why not flax.linen: the original's two init steps (unit-norm weight rows, then a data-dependent bias init that
 walks the layers on a batch) and its dense skips are each a few lines on an explicit list of layers, and the
@@ -58,7 +58,7 @@ class MLP:
         return dims
 
     def init(self, key: jax.Array) -> MLPParams:
-        """Weights by `init_scheme`, biases zero (spec §2.1).
+        """Weights by `init_scheme`, biases zero (algorithm.md §2.1).
 
         unit_norm: each output unit's incoming weight vector is N(0, I) scaled to unit L2 norm (the original).
         glorot: Glorot-uniform (Keras' default; for the Keras CartPole baseline).
@@ -90,7 +90,7 @@ class MLP:
         return self.layer_inputs(params, x)[1]
 
     def bias_init(self, params: MLPParams, x: jax.Array) -> MLPParams:
-        """Data-dependent bias init (spec §2.1): layer by layer, set b = -mean_batch(input) @ w, so the batch-mean
+        """Data-dependent bias init (algorithm.md §2.1): layer by layer, set b = -mean_batch(input) @ w, so the batch-mean
         input maps to zero pre-activation; the output layer included. x: [B, in_dim]."""
         new_params = []
         h = x

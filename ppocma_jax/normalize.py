@@ -1,6 +1,6 @@
 """Observation normalisation as a pure state update: the original's scaler (default) or running mean / variance.
 
-"scaler" (utils.Scaler, spec §5): divide by 2 x the running root-mean-square (the raw second moment, not the
+"scaler" (utils.Scaler, algorithm.md §5): divide by 2 x the running root-mean-square (the raw second moment, not the
 variance: no offset is subtracted), so a feature at +-2 RMS maps to +-1. Every update call has equal weight
 regardless of sample count, and the scale only ever shrinks (it starts at 1 and is never amplified), which keeps the
 policy's inputs stable across iterations.

@@ -1,7 +1,7 @@
 """Adam with the learning rate as a dynamic input, so it can live in the HParams pytree and be vmapped.
 
 The original uses one Adam instance (own moments and step counter) per network and loss, persisting across
-iterations, with TF1 defaults b1=0.9, b2=0.999, eps=1e-8 (spec §3.7).
+iterations, with TF1 defaults b1=0.9, b2=0.999, eps=1e-8 (algorithm.md §3.7).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Policy networks and their distributions (spec §2).
+"""Policy networks and their distributions (algorithm.md §2).
 
 Three kinds, chosen by mode and action space:
 - "separate" (PPO-CMA, PPO-CMA-m): two independent MLPs, one for the raw mean, one for the raw log-variance;
 - "joint" (PPO, PG, PG-pos on continuous actions): one MLP with 2d outputs (raw mean, raw log-variance);
 - "categorical" (PPO, PG, PG-pos on discrete actions): one MLP with one logit per action.
 
-Gaussian outputs are squashed into their bounds with a sigmoid "soft clip" (spec §2.2): the mean strictly inside
+Gaussian outputs are squashed into their bounds with a sigmoid "soft clip" (algorithm.md §2.2): the mean strictly inside
 the action box, the log-variance between log(sigma_min^2) and log((sigma_max_scale * range)^2).
 """
 
@@ -32,7 +32,7 @@ def softclip(x: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
 def gaussian_log_prob(x: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
     """log N(x; mean, diag exp(logvar)) summed over the last axis, without the constant -d/2 log(2 pi).
 
-    The constant is dropped as in the original (spec §3.4); it cancels in PPO ratios and does not change gradients.
+    The constant is dropped as in the original (algorithm.md §3.4); it cancels in PPO ratios and does not change gradients.
     """
     return -jnp.sum(0.5 * jnp.square(x - mean) * jnp.exp(-logvar) + 0.5 * logvar, axis=-1)
 
@@ -142,7 +142,7 @@ class Policy:
     def sample(self, key: jax.Array, params: PolicyParams, x: jax.Array, hp: HParams
                ) -> tuple[jax.Array, jax.Array]:
         """Stochastic action and the std used ([..., d]; zeros for discrete). Continuous actions are clipped to the
-        box (spec §2.3); the clipped action is what gets stored and trained on."""
+        box (algorithm.md §2.3); the clipped action is what gets stored and trained on."""
         if self.discrete:
             action = jax.random.categorical(key, self.logits(params, x)).astype(jnp.int32)
             return action, jnp.zeros(action.shape + (1,), jnp.float32)
@@ -152,7 +152,7 @@ class Policy:
 
     def sample_initial(self, key: jax.Array, batch_shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
         """Sample the initial Gaussian N(mean0, std0^2), clipped: the original acts from it until the first update
-        (spec §2.4)."""
+        (algorithm.md §2.4)."""
         mean0 = jnp.asarray(self.initial_mean, jnp.float32)
         std0 = jnp.asarray(self.initial_std, jnp.float32)
         noise = jax.random.normal(key, batch_shape + (self.action_dim,))
@@ -172,7 +172,7 @@ class Policy:
     def init(self, key: jax.Array, hp: HParams, policy_init: str = "pretrain", pretrain_steps: int = 2000,
              pretrain_batch: int = 256) -> PolicyParams:
         """Initial params: random weights, data-dependent biases, then (continuous) make every state map to about
-        N(mean0, std0^2): by the original's pre-training (spec §2.4) or analytically (spec P14)."""
+        N(mean0, std0^2): by the original's pre-training (algorithm.md §2.4) or analytically (spec P14)."""
         key_w, key_x, key_pre = jax.random.split(key, 3)
         nets = self.networks()
         keys = jax.random.split(key_w, len(nets))
@@ -208,7 +208,7 @@ class Policy:
 
     def _pretrain(self, key: jax.Array, params: PolicyParams, hp: HParams, steps: int, batch: int) -> PolicyParams:
         """Adam steps (own optimizer, policy learning rate) on mean (mu - mu0)^2 + mean (sigma - sigma0)^2 over
-        fake N(0, I) states (spec §2.4; note it matches sigma, not log sigma)."""
+        fake N(0, I) states (algorithm.md §2.4; note it matches sigma, not log sigma)."""
         mean0 = jnp.asarray(self.initial_mean, jnp.float32)
         std0 = jnp.asarray(self.initial_std, jnp.float32)
 

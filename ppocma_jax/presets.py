@@ -2,14 +2,14 @@
 
 `python -m ppocma_jax` with neither --preset nor --env runs the "default" preset, the project's default job.
 A preset may carry `per_mode` settings that apply when the run's mode (the preset's own or --mode) matches: the
-paper tuned PPO-CMA-m and PPO separately (spec §9.1), so `--preset paper-locomotion --mode PPO` gets PPO's numbers.
+paper tuned PPO-CMA-m and PPO separately (algorithm.md §9.1), so `--preset paper-locomotion --mode PPO` gets PPO's numbers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# The paper's common settings (spec §9.1-9.2): Run.py's action repeat 2, lr 5e-4, 100 updates per pass, no entropy.
+# The paper's common settings (algorithm.md §9.1-9.2): Run.py's action repeat 2, lr 5e-4, 100 updates per pass, no entropy.
 _PAPER = dict(action_repeat=2, learning_rate=5e-4, n_updates=100, entropy_weight=0.0, history_buffer_size=9)
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -21,17 +21,17 @@ PRESETS: dict[str, dict[str, Any]] = {
                     iter_steps=4000, max_steps=200_000),
     "pendulum": dict(env="gymnax/Pendulum-v1", mode="PPO-CMA-m", max_steps=500_000),
     "cartpole-ppo": dict(env="gymnax/CartPole-v1", mode="PPO", max_steps=300_000),
-    # The paper's locomotion settings (spec §9.1) on Brax, 1M simulator steps. PPO-CMA-m: N=8000, M=512, H=9;
+    # The paper's locomotion settings (algorithm.md §9.1) on Brax, 1M simulator steps. PPO-CMA-m: N=8000, M=512, H=9;
     # PPO: N=2000, M=128, eps=0.005. 40 envs x 100 decisions x repeat 2 = 8000 (40 x 25 x 2 = 2000 for PPO).
     "paper-locomotion": dict(env="brax/hopper", mode="PPO-CMA-m", max_steps=1_000_000, iter_steps=8000, n_envs=40,
                              batch_size=512, **_PAPER,
                              per_mode={"PPO": dict(iter_steps=2000, batch_size=128, ppo_epsilon=0.005)}),
-    # The paper's humanoid settings (spec §9.2): N=32000 for both, 10M steps; PPO M=128, eps=0.0025.
+    # The paper's humanoid settings (algorithm.md §9.2): N=32000 for both, 10M steps; PPO M=128, eps=0.0025.
     # 128 envs x 125 decisions x repeat 2 = 32000.
     "paper-humanoid": dict(env="brax/humanoid", mode="PPO-CMA-m", max_steps=10_000_000, iter_steps=32000,
                            n_envs=128, batch_size=512, **_PAPER,
                            per_mode={"PPO": dict(batch_size=128, ppo_epsilon=0.0025)}),
-    # The Keras "ppo_cartpole" example (spec §11): 30 epochs of 4000 steps from one env, separate 64x64 tanh
+    # The Keras "ppo_cartpole" example (algorithm.md §11): 30 epochs of 4000 steps from one env, separate 64x64 tanh
     # actor and critic with Glorot init, Adam 3e-4 / 1e-3, 80 full-batch policy steps with a KL early stop at
     # 1.5 x 0.01 and 80 full-batch MSE value steps on rewards-to-go, advantages from the values recorded while
     # acting, mean/std advantage normalisation, no observation normalisation, clip 0.2, gamma 0.99, lambda 0.97.

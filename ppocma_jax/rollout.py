@@ -59,7 +59,7 @@ def rollout(env: Env, policy: Policy, params: PolicyParams, scaler: ScalerState,
     """Step all envs `length` decisions with the current policy.
 
     Until the scaler has been updated once (the first iteration) continuous actions come from the initial Gaussian
-    N(mean0, std0^2), as in the original (spec §2.4).
+    N(mean0, std0^2), as in the original (algorithm.md §2.4).
     """
     n = carry.obs.shape[0]
     first_iteration = scaler.count == 0

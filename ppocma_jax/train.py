@@ -1,6 +1,6 @@
 """The training program: `make_train(config) -> train(key, hparams) -> (state, metrics)`, one jit-able function.
 
-One iteration (spec §3.1, with the fixed-length-rollout adjustments of pitfalls P2/P3):
+One iteration (algorithm.md §3.1, with the fixed-length-rollout adjustments of algorithm.md §10 D1-D2):
   rollout (n_envs x T decisions) -> scaler update -> critic: lambda-return targets from the current critic, then
   n_updates L1 minibatch steps -> GAE advantages from the freshly trained critic -> (ReLU for PPO-CMA / PG-pos)
   -> divide by std -> mode step:
@@ -292,19 +292,19 @@ class Trainer:
 
     # ---------------------------------------------------------------- critic + GAE
     def _critic_inputs(self, scaler: ScalerState, obs: jax.Array, time: jax.Array, hp: HParams) -> jax.Array:
-        """[scaled obs, time_scale * decision index] (spec §4; the policy never sees the time feature)."""
+        """[scaled obs, time_scale * decision index] (algorithm.md §4; the policy never sees the time feature)."""
         # The original forces the time feature to 0 when gamma = 0 (bandit problems: time carries no value).
         feature = jnp.where(hp.gamma > 0, hp.critic_time_scale, 0.0) * time.astype(jnp.float32)
         return jnp.concatenate([scaler_apply(scaler, obs), feature[..., None]], axis=-1)
 
     def _critic_and_advantages(self, state: TrainState, scaler: ScalerState, traj: Transition, key: jax.Array,
                                hp: HParams):
-        """Train the critic, then compute advantages with it (spec §3.1 steps 3-4).
+        """Train the critic, then compute advantages with it (algorithm.md §3.1 steps 3-4).
 
         Targets are lambda-returns from the critic as it was before this iteration (the original's Monte-Carlo
-        returns need whole episodes, which fixed-length rollouts do not have: pitfall P3); the advantages then use
+        returns need whole episodes, which fixed-length rollouts do not have: algorithm.md §10 D2); the advantages then use
         the freshly trained critic, as the original does. Successor states get time index t+1, also at a time
-        limit (the original gave them 0: pitfall P2).
+        limit (the original gave them 0: algorithm.md §10 D1).
         """
         cfg = self.config
         inputs = self._critic_inputs(scaler, traj.obs, traj.time, hp)
@@ -348,7 +348,7 @@ class Trainer:
         return critic_params, critic_opt, jnp.mean(step_losses), advantages, jnp.mean(values)
 
     def _minibatch(self, key: jax.Array, n: int) -> jax.Array:
-        """Indices of one minibatch: M_eff drawn with replacement (spec §3.2), or all n with full_batch."""
+        """Indices of one minibatch: M_eff drawn with replacement (algorithm.md §3.2), or all n with full_batch."""
         if self.config.full_batch:
             return jnp.arange(n)
         return jax.random.randint(key, (self.config.minibatch_size,), 0, n)
@@ -357,7 +357,7 @@ class Trainer:
     def _cma_update(self, params: PolicyParams, opt_states: dict, history: History, scaler: ScalerState,
                     obs: jax.Array, actions: jax.Array, adv: jax.Array, mean_old: jax.Array, key: jax.Array,
                     hp: HParams):
-        """PPO-CMA's two passes (spec §3.4): variance over the history first, then the mean over current data.
+        """PPO-CMA's two passes (algorithm.md §3.4): variance over the history first, then the mean over current data.
 
         What each pass holds frozen is computed once, not per minibatch: the variance pass's mean for all its
         minibatches in one forward (the mean net does not change during that pass), and the mean pass's targets,
@@ -417,7 +417,7 @@ class Trainer:
 
     def _joint_update(self, params: PolicyParams, opt_states: dict, obs: jax.Array, actions: jax.Array,
                       adv: jax.Array, log_prob_old: jax.Array, key: jax.Array, hp: HParams):
-        """PPO (clipped surrogate) or PG / PG-pos on the single policy network (spec §3.5-§3.6).
+        """PPO (clipped surrogate) or PG / PG-pos on the single policy network (algorithm.md §3.5-§3.6).
 
         With target_kl > 0 (PPO's early stop, as the Keras example), the pass ends after the first step whose
         approximate KL mean(log pi_old - log pi_new) over all the iteration's samples exceeds 1.5 x target_kl; that

@@ -110,7 +110,7 @@ def list_envs(include_brax: bool = True) -> list[EnvSpec]:
             continue
     from .didactic import DIDACTIC_ENVS, make_didactic_env
 
-    specs.extend(make_didactic_env(name).spec for name in DIDACTIC_ENVS)  # the paper's toy (spec §8)
+    specs.extend(make_didactic_env(name).spec for name in DIDACTIC_ENVS)  # the paper's toy (algorithm.md §8)
     if include_brax:
         from . import brax_env
 

@@ -1,4 +1,4 @@
-"""The paper's didactic toy (spec §8): a 2-D quadratic bandit, `didactic/quadratic`.
+"""The paper's didactic toy (algorithm.md §8): a 2-D quadratic bandit, `didactic/quadratic`.
 
 Every episode is one decision: the agent picks a = (a1, a2) in [-2, 2]^2 and receives r(a) = -(a1^2 + a2^2); the
 optimum is the origin. There is no real state: the original fed a constant all-zero observation of dimension 1 so
@@ -23,7 +23,7 @@ DIDACTIC_ENVS: tuple[str, ...] = ("quadratic",)
 
 
 def quadratic_reward(action: jax.Array) -> jax.Array:
-    """r(a) = -||a||^2 over the last axis (spec §8): the negated squared distance to the optimum at the origin."""
+    """r(a) = -||a||^2 over the last axis (algorithm.md §8): the negated squared distance to the optimum at the origin."""
     return -jnp.sum(jnp.square(action), axis=-1)
 
 

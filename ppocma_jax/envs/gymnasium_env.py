@@ -52,7 +52,7 @@ def _require_gymnasium() -> None:
 
 def _action_repeat_wrapper(env: Any, repeat: int) -> Any:
     """Hold each action for `repeat` simulator steps, rewards summed, stopping early when the episode ends
-    (the original Run.py's action repeat, spec §6.2)."""
+    (the original Run.py's action repeat, algorithm.md §6.2)."""
     import gymnasium as gym
 
     class ActionRepeat(gym.Wrapper):
