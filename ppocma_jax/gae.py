@@ -16,7 +16,7 @@ def compute_gae(rewards: jax.Array, values: jax.Array, next_values: jax.Array, t
       values: V(s_t).
       next_values: V of the true successor of s_t: the final observation where the episode ended, and the next
         state at the rollout cut, so the last step of the rollout bootstraps.
-      terminated: a true end after step t: V(successor) is not used (0).
+      terminated: a true end after step t: V(successor) is not used (0), even if it is not finite.
       truncated: a time limit after step t: V(successor) is used, but the lambda-chain stops.
       gamma, lam: discount and GAE lambda (floats or 0-d arrays; vmappable).
 
@@ -25,9 +25,11 @@ def compute_gae(rewards: jax.Array, values: jax.Array, next_values: jax.Array, t
         delta_t = r_t + gamma (1 - terminated_t) next_values_t - values_t and A_T = 0;
       targets = advantages + values (lambda-returns, the critic's regression targets).
     """
-    not_terminated = 1.0 - terminated.astype(rewards.dtype)
     not_done = 1.0 - jnp.logical_or(terminated, truncated).astype(rewards.dtype)
-    deltas = rewards + gamma * not_terminated * next_values - values
+    # A select, not a multiplication by 0: a terminated step's successor may be non-finite (a simulator that
+    # blew up on its last step), and 0 * inf = NaN would otherwise poison every advantage through the scan.
+    successor_values = jnp.where(terminated, jnp.zeros_like(next_values), next_values)
+    deltas = rewards + gamma * successor_values - values
     decay = gamma * lam * not_done
 
     def backward(carry, inputs):

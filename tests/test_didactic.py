@@ -1,4 +1,4 @@
-"""The didactic bandit env (spec §8) and experiments/didactic.py's outputs."""
+"""The didactic bandit env (algorithm.md §8) and experiments/didactic.py's outputs."""
 
 import importlib.util
 import json

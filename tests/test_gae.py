@@ -152,6 +152,19 @@ def test_hand_termination_in_middle():
     np.testing.assert_allclose(_np(tgt), [2.25, 3.0, 6.0], rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_successor_of_a_terminated_step_does_not_leak(bad):
+    # The same numbers as test_hand_termination_in_middle, with the terminated step's successor value blown up:
+    # it is never used, so every advantage stays what it was (a multiplication by 0 would give NaN everywhere).
+    term = np.array([False, True, False])
+    next_values = np.array(NV3, dtype=np.float32)
+    next_values[1] = bad
+    adv, tgt = compute_gae(jnp.asarray(R3), jnp.asarray(V3), jnp.asarray(next_values),
+                           jnp.asarray(term), jnp.asarray(NO), 0.5, 0.5)
+    np.testing.assert_allclose(_np(adv), [1.25, 1.0, 2.0], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(_np(tgt), [2.25, 3.0, 6.0], rtol=RTOL, atol=ATOL)
+
+
 def test_hand_no_dones():
     # no dones at all:
     # delta = [1, 5, 2]              (same deltas as the truncation case)
