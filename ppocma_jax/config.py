@@ -28,7 +28,9 @@ POLICY_INITS: tuple[str, ...] = ("pretrain", "analytic")
 ADV_NORMS: tuple[str, ...] = ("auto", "std", "meanstd")
 OBS_NORMS: tuple[str, ...] = ("scaler", "welford", "none")
 CRITIC_LOSSES: tuple[str, ...] = ("l1", "mse")
-VALUE_TARGETS: tuple[str, ...] = ("lambda", "returns")
+VALUE_TARGETS: tuple[str, ...] = ("lambda", "returns", "mc")
+EPISODE_ENDS: tuple[str, ...] = ("split", "original")
+ADAM_EPSILONS: tuple[str, ...] = ("optax", "tf1")
 ADVANTAGE_CRITICS: tuple[str, ...] = ("updated", "old")
 
 # int32 counters in the compiled loop: keep total env steps well inside 2**31.
@@ -78,7 +80,15 @@ class Config:
     critic_loss: str = _help("critic regression loss: l1 (original) or mse", default="l1")
     value_targets: str = _help("critic targets: lambda (lambda-returns from the pre-update critic) or returns "
                                "(discounted rewards-to-go, bootstrapped only at truncations and the rollout cut, "
-                               "as the Keras PPO example)", default="lambda")
+                               "as the Keras PPO example) or mc (the original's discounted Monte-Carlo returns, cut "
+                               "without a bootstrap at every episode end, termination or time limit; a rollout cut "
+                               "that is not an episode end still bootstraps from the critic)", default="lambda")
+    episode_ends: str = _help("how GAE treats an episode end: split (a termination never bootstraps, a time limit "
+                              "bootstraps from the final observation with its time index) or original (every "
+                              "episode end bootstraps from V(final observation, time feature 0), as the original "
+                              "code)", default="split")
+    adam_epsilon: str = _help("where Adam adds epsilon: optax (to the bias-corrected sqrt(v)) or tf1 (to the "
+                              "uncorrected sqrt(v), the original's TensorFlow-1 Adam)", default="optax")
     advantage_critic: str = _help("critic the advantages come from: updated (original PPO-CMA: trained on this "
                                   "iteration first) or old (values as recorded while acting: most PPO code)",
                                   default="updated")
@@ -163,7 +173,8 @@ class Config:
         if self.obs_norm not in OBS_NORMS:
             raise ConfigError(f"unknown obs_norm {self.obs_norm!r}; valid: {', '.join(OBS_NORMS)}")
         for name, valid in (("critic_loss", CRITIC_LOSSES), ("value_targets", VALUE_TARGETS),
-                            ("advantage_critic", ADVANTAGE_CRITICS)):
+                            ("advantage_critic", ADVANTAGE_CRITICS), ("episode_ends", EPISODE_ENDS),
+                            ("adam_epsilon", ADAM_EPSILONS)):
             if getattr(self, name) not in valid:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
         if self.full_batch and self.is_cma:

@@ -39,3 +39,22 @@ def compute_gae(rewards: jax.Array, values: jax.Array, next_values: jax.Array, t
 
     _, advantages = jax.lax.scan(backward, jnp.zeros_like(deltas[0]), (deltas, decay), reverse=True)
     return advantages, advantages + values
+
+
+def monte_carlo_returns(rewards: jax.Array, episode_end: jax.Array, bootstrap: jax.Array,
+                        gamma: jax.Array | float) -> jax.Array:
+    """Discounted returns inside each episode, cut without a bootstrap at every episode end (the original's critic
+    targets, algorithm.md §3.3, D2).
+
+    Args: rewards, episode_end: [T, ...] time-major (episode_end: termination or time limit after step t);
+      bootstrap: [...] the value that continues the last step when it is no episode end (the rollout cut);
+      gamma: discount.
+    Returns G [T, ...]: G_t = r_t + gamma * (0 if episode_end_t else G_{t+1}), with G_T = bootstrap.
+    """
+    def backward(carry, inputs):
+        reward, end = inputs
+        ret = reward + gamma * jnp.where(end, jnp.zeros_like(carry), carry)
+        return ret, ret
+
+    _, returns = jax.lax.scan(backward, bootstrap, (rewards, episode_end), reverse=True)
+    return returns

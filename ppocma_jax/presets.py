@@ -31,6 +31,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper-humanoid": dict(env="brax/humanoid", mode="PPO-CMA-m", max_steps=10_000_000, iter_steps=32000,
                            n_envs=128, batch_size=512, **_PAPER,
                            per_mode={"PPO": dict(batch_size=128, ppo_epsilon=0.0025)}),
+    # The original Run.py's defaults with the original's value estimation (algorithm.md §10 D1, D2, D4): Monte-Carlo
+    # critic targets, every episode end bootstrapped from time feature 0, TF1's Adam epsilon, std-only advantages
+    # (so --mode PPO is the original's PPO variant). 20 envs x 100 decisions x repeat 2 = 4000 steps: exactly 20
+    # whole 200-step episodes per iteration on Pendulum, as the original collected; on envs with longer episodes
+    # the rollout cut bootstraps from the critic.
+    "original": dict(mode="PPO-CMA-m", action_repeat=2, iter_steps=4000, n_envs=20, batch_size=2048,
+                     history_buffer_size=9, learning_rate=5e-4, n_updates=100, max_steps=400_000,
+                     value_targets="mc", episode_ends="original", adam_epsilon="tf1", adv_norm="std"),
     # The Keras "ppo_cartpole" example (algorithm.md §11): 30 epochs of 4000 steps from one env, separate 64x64 tanh
     # actor and critic with Glorot init, Adam 3e-4 / 1e-3, 80 full-batch policy steps with a KL early stop at
     # 1.5 x 0.01 and 80 full-batch MSE value steps on rewards-to-go, advantages from the values recorded while

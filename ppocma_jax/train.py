@@ -24,7 +24,7 @@ from . import losses
 from .config import Config, ConfigError, HParams
 from .envs import Env, make_env
 from .evaluation import episode_limit, evaluate_policy
-from .gae import compute_gae
+from .gae import compute_gae, monte_carlo_returns
 from .history import History, history_init, history_push, history_sample
 from .networks import MLP, MLPParams
 from .normalize import ScalerState, scaler_apply, scaler_init, scaler_update
@@ -64,6 +64,18 @@ mean action std used while acting (NaN for discrete actions). variance_loss is N
 approx_kl is KL(old || new) estimated on the iteration's samples. finite is 1 while every loss and parameter is
 finite. eval_return is the mean deterministic (mean-action) return over eval_episodes fresh envs, every eval_every
 iterations and at the last one, NaN in between."""
+
+
+@struct.dataclass
+class ReplayIndices:
+    """Minibatch rows to use instead of drawing them, each [n_updates, M] int32: for replaying a reference update
+    (tests/test_golden.py replays the original code's recorded draws). `var_slot` is the history slot (0 = oldest
+    pushed, while fewer than H pushes), `var_sample` the sample within it."""
+
+    critic: jax.Array
+    var_slot: jax.Array
+    var_sample: jax.Array
+    mean: jax.Array
 
 
 def iteration_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -215,20 +227,21 @@ class Trainer:
         return state.replace(key=key, iteration=state.iteration + 1, env_steps=state.env_steps + self.config.iter_steps)
 
     def learn(self, state: TrainState, traj: Transition, key_critic: jax.Array, key_policy: jax.Array,
-              hp: HParams) -> tuple[TrainState, dict[str, jax.Array]]:
+              hp: HParams, replay: ReplayIndices | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
         """The update half of an iteration, on a given time-major batch `traj` [T, n, ...] (from `rollout` or from
         a host simulator, see agent.py): scaler, critic, advantages, policy.
 
         Returns the state with new parameters, optimizer states, scaler and history (env, key and counters are
         left to the caller) and the learning metrics: critic_loss, policy_loss, variance_loss, approx_kl,
-        adv_std, value_mean, finite. The batch's shape may differ from the config's rollout (the Agent's
+        adv_std, value_mean, finite. `replay` (tests only) replaces every minibatch draw with given rows. The
+        batch's shape may differ from the config's rollout (the Agent's
         iterations vary in length); the PPO-CMA history needs exactly `samples_per_iter` samples.
         """
         cfg = self.config
         scaler = scaler_update(state.scaler, traj.obs, cfg.obs_norm)
 
         critic_params, critic_opt, critic_loss, advantages, value_mean = self._critic_and_advantages(
-            state, scaler, traj, key_critic, hp)
+            state, scaler, traj, key_critic, hp, None if replay is None else replay.critic)
 
         flat = _flatten(traj)
         obs = scaler_apply(scaler, flat.obs)
@@ -251,7 +264,7 @@ class Trainer:
             history = history_push(state.history, flat.obs, flat.action, adv)
             policy_params, opt_states, policy_loss, var_loss = self._cma_update(
                 state.policy_params, opt_states, history, scaler, obs, flat.action, adv,
-                jax.lax.stop_gradient(mean_old), key_policy, hp)
+                jax.lax.stop_gradient(mean_old), key_policy, hp, replay)
         else:
             history = state.history
             policy_params, opt_states, policy_loss = self._joint_update(
@@ -298,14 +311,14 @@ class Trainer:
         return jnp.concatenate([scaler_apply(scaler, obs), feature[..., None]], axis=-1)
 
     def _critic_and_advantages(self, state: TrainState, scaler: ScalerState, traj: Transition, key: jax.Array,
-                               hp: HParams):
+                               hp: HParams, replay_rows: jax.Array | None = None):
         """Train the critic, then compute advantages with it (algorithm.md §3.1 steps 3-4).
 
-        Targets are lambda-returns from the critic as it was before this iteration (the original's Monte-Carlo
-        returns need whole episodes, which fixed-length rollouts do not have: algorithm.md §10 D2); the advantages then use
+        Targets (`value_targets`): lambda-returns from the critic as it was before this iteration by default, or the
+        original's Monte-Carlo returns cut at every episode end (algorithm.md §3.3, D2); the advantages then use
         the freshly trained critic, as the original does. Successor states get time index t+1, also at a time
-        limit (the original gave them 0: algorithm.md §10 D1).
-        """
+        limit; `episode_ends="original"` bootstraps every episode end from time feature 0 instead (§10 D1).
+        `replay_rows` [n_updates, M] replaces the minibatch draws (ReplayIndices)."""
         cfg = self.config
         inputs = self._critic_inputs(scaler, traj.obs, traj.time, hp)
         next_inputs = self._critic_inputs(scaler, traj.next_obs, traj.time + 1, hp)
@@ -317,34 +330,44 @@ class Trainer:
             state.critic_params,
         )
 
+        episode_end = traj.terminated | traj.truncated
+        if cfg.episode_ends == "original":  # every episode end bootstraps from V(s', time feature 0) (§10 D1)
+            end_inputs = self._critic_inputs(scaler, traj.next_obs, jnp.zeros_like(traj.time), hp)
+
         def gae_with(params, lam):
             values = self.critic.apply(params, inputs)[..., 0]
             next_values = self.critic.apply(params, next_inputs)[..., 0]
-            adv, targets = compute_gae(traj.reward, values, next_values, traj.terminated, traj.truncated,
-                                       hp.gamma, lam)
-            return adv, targets, values
+            terminated, truncated = traj.terminated, traj.truncated
+            if cfg.episode_ends == "original":
+                next_values = jnp.where(episode_end, self.critic.apply(params, end_inputs)[..., 0], next_values)
+                terminated, truncated = jnp.zeros_like(terminated), episode_end
+            adv, targets = compute_gae(traj.reward, values, next_values, terminated, truncated, hp.gamma, lam)
+            return adv, targets, values, next_values
 
-        old_advantages, targets, old_values = gae_with(critic_params, hp.gae_lambda)
+        old_advantages, targets, old_values, old_next_values = gae_with(critic_params, hp.gae_lambda)
         if cfg.value_targets == "returns":  # rewards-to-go: the lambda = 1 return (values enter only at cuts)
             targets = gae_with(critic_params, jnp.ones_like(hp.gae_lambda))[1]
+        elif cfg.value_targets == "mc":  # the original's targets: no bootstrap at any episode end (§3.3, D2)
+            targets = monte_carlo_returns(traj.reward, episode_end, old_next_values[-1], hp.gamma)
         flat_inputs = inputs.reshape(-1, inputs.shape[-1])
         flat_targets = jax.lax.stop_gradient(targets.reshape(-1))
         n = flat_targets.shape[0]
 
-        def step(carry, k):
+        def step(carry, draw):
             params, opt = carry
-            idx = self._minibatch(k, n)
+            idx = self._minibatch(draw, n) if replay_rows is None else draw
             loss, grads = jax.value_and_grad(losses.critic_loss)(params, self.critic, flat_inputs[idx],
                                                                  flat_targets[idx], cfg.critic_loss)
-            params, opt = adam_step(params, grads, opt, hp.critic_learning_rate)
+            params, opt = adam_step(params, grads, opt, hp.critic_learning_rate, cfg.adam_epsilon)
             return (params, opt), loss
 
-        (critic_params, critic_opt), step_losses = jax.lax.scan(
-            step, (critic_params, state.opt_states["critic"]), jax.random.split(key, cfg.n_updates))
+        draws = jax.random.split(key, cfg.n_updates) if replay_rows is None else replay_rows
+        (critic_params, critic_opt), step_losses = jax.lax.scan(step, (critic_params, state.opt_states["critic"]),
+                                                                draws)
         if cfg.advantage_critic == "old":
             advantages, values = old_advantages, old_values
         else:
-            advantages, _, values = gae_with(critic_params, hp.gae_lambda)
+            advantages, _, values, _ = gae_with(critic_params, hp.gae_lambda)
         return critic_params, critic_opt, jnp.mean(step_losses), advantages, jnp.mean(values)
 
     def _minibatch(self, key: jax.Array, n: int) -> jax.Array:
@@ -356,7 +379,7 @@ class Trainer:
     # ---------------------------------------------------------------- policy updates
     def _cma_update(self, params: PolicyParams, opt_states: dict, history: History, scaler: ScalerState,
                     obs: jax.Array, actions: jax.Array, adv: jax.Array, mean_old: jax.Array, key: jax.Array,
-                    hp: HParams):
+                    hp: HParams, replay: ReplayIndices | None = None):
         """PPO-CMA's two passes (algorithm.md §3.4): variance over the history first, then the mean over current data.
 
         What each pass holds frozen is computed once, not per minibatch: the variance pass's mean for all its
@@ -372,7 +395,12 @@ class Trainer:
         key_var, key_mean = jax.random.split(key)
 
         # Variance pass: draw every minibatch up front, [n_updates, B, ...].
-        h_obs, h_actions, h_adv = history_sample(history, key_var, cfg.n_updates * batch)
+        if replay is None:
+            h_obs, h_actions, h_adv = history_sample(history, key_var, cfg.n_updates * batch)
+        else:
+            slot, sample = replay.var_slot.reshape(-1), replay.var_sample.reshape(-1)
+            h_obs, h_actions, h_adv = history.obs[slot, sample], history.actions[slot, sample], \
+                history.advantages[slot, sample]
         h_obs = scaler_apply(scaler, h_obs)  # history keeps raw states: rescale with the newest scaler
         h_mean = jax.lax.stop_gradient(policy.mean(params, h_obs))
         split = lambda x: x.reshape((cfg.n_updates, batch) + x.shape[1:])
@@ -386,7 +414,7 @@ class Trainer:
                 return losses.variance_loss(dict(params, logvar=lp), m_obs, m_actions, m_adv, policy, hp, m_mean)
 
             loss, grads = jax.value_and_grad(loss_fn)(logvar_params)
-            logvar_params, opt = adam_step(logvar_params, grads, opt, hp.learning_rate)
+            logvar_params, opt = adam_step(logvar_params, grads, opt, hp.learning_rate, cfg.adam_epsilon)
             return (logvar_params, opt), loss
 
         (logvar_params, opt_var), var_losses = jax.lax.scan(var_step, (params["logvar"], opt_states["logvar"]),
@@ -397,20 +425,20 @@ class Trainer:
         targets, weights, logvar = losses.mean_loss_targets(params, obs, actions, adv, mean_old, policy, hp,
                                                             cfg.mirroring)
 
-        def mean_step(carry, k):
+        def mean_step(carry, draw):
             mean_params, opt = carry
-            idx = self._minibatch(k, n)
+            idx = self._minibatch(draw, n) if replay is None else draw
 
             def loss_fn(mp):
                 return losses.mean_nll(dict(params, mean=mp), obs[idx], targets[idx], weights[idx], logvar[idx],
                                        policy)
 
             loss, grads = jax.value_and_grad(loss_fn)(mean_params)
-            mean_params, opt = adam_step(mean_params, grads, opt, hp.learning_rate)
+            mean_params, opt = adam_step(mean_params, grads, opt, hp.learning_rate, cfg.adam_epsilon)
             return (mean_params, opt), loss
 
-        (mean_params, opt_mean), mean_losses = jax.lax.scan(mean_step, (params["mean"], opt_states["mean"]),
-                                                            jax.random.split(key_mean, cfg.n_updates))
+        draws = jax.random.split(key_mean, cfg.n_updates) if replay is None else replay.mean
+        (mean_params, opt_mean), mean_losses = jax.lax.scan(mean_step, (params["mean"], opt_states["mean"]), draws)
         params = dict(params, mean=mean_params)
         opt_states = dict(opt_states, logvar=opt_var, mean=opt_mean)
         return params, opt_states, jnp.mean(mean_losses), jnp.mean(var_losses)
@@ -438,7 +466,7 @@ class Trainer:
         def update(net, opt, k):
             idx = self._minibatch(k, n)
             loss, grads = jax.value_and_grad(lambda w: loss_fn({name: w}, idx))(net)
-            net, opt = adam_step(net, grads, opt, hp.learning_rate)
+            net, opt = adam_step(net, grads, opt, hp.learning_rate, cfg.adam_epsilon)
             if use_kl_stop:  # the full-batch KL costs a forward pass over all samples: only when asked for
                 stop = jax.lax.cond(
                     hp.target_kl > 0,

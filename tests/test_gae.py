@@ -332,3 +332,14 @@ def test_reference_self_check():
     ref_adv, _ = gae_reference(r, v, nv, term, trunc, 0.0, 0.7)
     assert math.isclose(ref_adv[5, 1], float(r[5, 1]) - float(v[5, 1]), abs_tol=1e-12)
     np.testing.assert_allclose(ref_adv, r.astype(np.float64) - v.astype(np.float64), atol=1e-12)
+
+
+def test_monte_carlo_returns_cut_at_every_episode_end():
+    # rewards 1, 2, 3, 4; episode ends after t=1 (either kind); the rollout cut after t=3 bootstraps from 10.
+    from ppocma_jax.gae import monte_carlo_returns
+
+    rewards = jnp.asarray([1.0, 2.0, 3.0, 4.0])
+    ends = jnp.asarray([False, True, False, False])
+    g = monte_carlo_returns(rewards, ends, jnp.asarray(10.0), 0.5)
+    # G3 = 4 + 0.5*10 = 9; G2 = 3 + 0.5*9 = 7.5; G1 = 2 (no bootstrap); G0 = 1 + 0.5*2 = 2
+    np.testing.assert_allclose(_np(g), [2.0, 2.0, 7.5, 9.0], rtol=RTOL, atol=ATOL)
