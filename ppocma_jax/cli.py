@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import NoReturn, Sequence
 
+from .errors import CliError
 from .config import MODES, Config, ConfigError, HParams, config_fields, hparams_fields, to_jsonable
 from .presets import DEFAULT_PRESET, PRESETS, preset_names, resolve_preset
 
@@ -37,10 +38,6 @@ SOLVED_AT: dict[str, float] = {
     "gymnax/CartPole-v1": 475.0,
     "gymnax/Pendulum-v1": -200.0,
 }
-
-
-class CliError(Exception):
-    """Bad command-line input: reported as one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):

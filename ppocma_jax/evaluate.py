@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from .checkpoint import CheckpointError, Checkpointer, has_checkpoint
-    from .cli import CliError, _load_run_config
+    from .cli import _load_run_config
+    from .errors import CliError
     from .train import Trainer
 
     run_dir = Path(args.run_dir)

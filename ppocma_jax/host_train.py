@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .agent import Agent
-from .cli import CliError
+from .errors import CliError
 from .config import Config, HParams, to_jsonable
 from .envs.base import EnvSpec
 from .envs.gymnasium_env import gymnasium_spec, make_vector_env, successor_obs
