@@ -1,0 +1,149 @@
+"""Time-to-score: env steps and wall seconds (compile apart and included) until a run first reaches a return.
+
+    python experiments/time_to_score.py --preset pendulum --thresholds -400 -250 -200 --seeds 0 1 2
+
+For each seed the run is compiled as one chunk of --chunk iterations (no host callback) and timed chunk by chunk on
+the host, so the wall time of each iteration is known to within a chunk. Per threshold it reports the first
+iteration where (a) the training return (mean of the last 3 iterations' mean_return) and (b) the deterministic
+evaluation (eval_return, every --eval-every iterations) reach it: env steps, run seconds and run + compile seconds.
+Start-up (importing jax and ppocma_jax) is measured once and reported apart. Prints a Markdown table; --json saves.
+"""
+
+from __future__ import annotations
+
+import time
+
+_T_START = time.perf_counter()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paper_runs import paper_config  # noqa: E402
+
+from ppocma_jax.presets import preset_names, resolve_preset  # noqa: E402
+from ppocma_jax.train import Trainer  # noqa: E402
+
+IMPORT_S = time.perf_counter() - _T_START
+
+
+def run_seed(config, hparams, seed: int, chunk: int) -> dict:
+    """One run: per-iteration metrics and the host wall time at the end of each iteration's chunk."""
+    trainer = Trainer.build(config)
+    hp = hparams.as_arrays()
+    t0 = time.perf_counter()
+    state = jax.jit(trainer.init_state)(jax.random.PRNGKey(seed), hp)
+    step = jax.jit(lambda s, h, limit: trainer.run(s, h, chunk, limit=limit)).lower(
+        state, hp, np.int32(config.n_iterations)).compile()
+    compile_s = time.perf_counter() - t0
+    rows, done = {k: [] for k in ("env_steps", "mean_return", "eval_return")}, 0
+    wall, t0 = [], time.perf_counter()
+    while done < config.n_iterations:
+        state, metrics = step(state, hp, np.int32(config.n_iterations))
+        metrics = jax.device_get(metrics)
+        n = min(chunk, config.n_iterations - done)
+        elapsed = time.perf_counter() - t0
+        for k in rows:
+            rows[k].extend(np.asarray(metrics[k][:n], np.float64).tolist())
+        wall.extend([elapsed] * n)
+        done += n
+    return {"seed": seed, "compile_s": compile_s, "wall_s": wall, **rows}
+
+
+def first_reach(run: dict, threshold: float) -> dict:
+    """First iteration where the smoothed training return / the evaluation reaches `threshold` (None: never)."""
+    ret = np.asarray(run["mean_return"])
+    smooth = np.array([np.nanmean(ret[max(0, i - 2):i + 1]) if np.any(np.isfinite(ret[max(0, i - 2):i + 1]))
+                       else np.nan for i in range(len(ret))])
+    out = {}
+    for name, curve in (("train", smooth), ("eval", np.asarray(run["eval_return"]))):
+        hit = np.flatnonzero(np.nan_to_num(curve, nan=-np.inf) >= threshold)
+        if hit.size:
+            i = int(hit[0])
+            out[name] = {"env_steps": int(run["env_steps"][i]), "run_s": run["wall_s"][i],
+                         "total_s": run["wall_s"][i] + run["compile_s"]}
+        else:
+            out[name] = None
+    return out
+
+
+def summarize(runs: list[dict], thresholds: list[float]) -> list[dict]:
+    rows = []
+    for thr in thresholds:
+        row = {"threshold": thr}
+        for name in ("train", "eval"):
+            hits = [first_reach(r, thr)[name] for r in runs]
+            ok = [h for h in hits if h is not None]
+            row[name] = {"reached": len(ok), "of": len(runs),
+                         **({k: float(np.median([h[k] for h in ok])) for k in ("env_steps", "run_s", "total_s")}
+                            if ok else {})}
+        rows.append(row)
+    return rows
+
+
+def table(label: str, rows: list[dict], compile_s: float) -> str:
+    lines = ["| run | threshold | curve | reached | median env steps | median run s | median s incl. compile |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        for name in ("train", "eval"):
+            c = row[name]
+            cells = ([f"{c['env_steps']:,.0f}", f"{c['run_s']:.1f}", f"{c['total_s']:.1f}"] if "env_steps" in c
+                     else ["-", "-", "-"])
+            lines.append(f"| {label} | {row['threshold']:g} | {name} | {c['reached']}/{c['of']} | " +
+                         " | ".join(cells) + " |")
+    lines.append(f"\ncompile {compile_s:.1f} s (median), start-up imports {IMPORT_S:.1f} s")
+    return "\n".join(lines)
+
+
+def measure(preset: str, env: str | None, mode: str | None, budget: int | None, thresholds: list[float],
+            seeds: list[int], chunk: int, eval_every: int, n_envs: int | None = None) -> dict:
+    """Run every seed and summarise; the entry point other scripts (accelerator_check.py) reuse."""
+    settings = resolve_preset(preset, mode)
+    env = env or settings["env"]
+    mode = mode or settings["mode"]
+    budget = budget or settings.get("max_steps", 1_000_000)
+    config, hparams = paper_config(preset, env, mode, budget, n_envs)
+    config = config.replace(eval_every=eval_every).validate()
+    runs = [run_seed(config, hparams, s, chunk) for s in seeds]
+    rows = summarize(runs, thresholds)
+    compile_s = float(np.median([r["compile_s"] for r in runs]))
+    label = f"{env} {mode} ({preset}, {config.max_steps:,} steps)"
+    return {"label": label, "preset": preset, "env": env, "mode": mode, "budget": config.max_steps,
+            "seeds": seeds, "import_s": IMPORT_S, "compile_s": compile_s, "backend": jax.default_backend(),
+            "jax": jax.__version__, "thresholds": rows, "table": table(label, rows, compile_s),
+            "final_train_return": [float(np.nanmean(np.asarray(r["mean_return"])[-3:])) for r in runs],
+            "runs": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="default", choices=preset_names())
+    parser.add_argument("--env", default=None, help="default: the preset's env")
+    parser.add_argument("--mode", default=None, help="default: the preset's mode")
+    parser.add_argument("--budget", type=int, default=None, help="simulator steps per run (default: the preset's)")
+    parser.add_argument("--thresholds", type=float, nargs="+", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--chunk", type=int, default=5, help="iterations per compiled chunk (timing resolution)")
+    parser.add_argument("--eval-every", type=int, default=5, help="deterministic evaluation every K iterations")
+    parser.add_argument("--n-envs", type=int, default=None)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    if args.chunk < 1 or args.eval_every < 1 or (args.budget is not None and args.budget < 1) or not args.seeds:
+        parser.error("--chunk, --eval-every and --budget must be positive and --seeds non-empty")
+    try:
+        result = measure(args.preset, args.env, args.mode, args.budget, args.thresholds, args.seeds, args.chunk,
+                         args.eval_every, args.n_envs)
+    except Exception as exc:  # a bad env / mode name: one line, not a traceback
+        parser.error(f"{type(exc).__name__}: {exc}")
+    print(result["table"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
