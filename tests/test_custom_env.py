@@ -95,3 +95,23 @@ def test_custom_gymnax_env_learns_under_ppo_cma_m():
     r = r[~np.isnan(r)]
     # random actions in [-1, 1]^2 score about 8 x -(2/3 + 1/6) = -6.7 per episode
     assert r[0] < -3 and r[-3:].mean() > r[0] / 3, r
+
+
+def test_brax_env_object_with_a_changed_parameter_trains():
+    """One small program (Brax compiles are slow): a Brax env built by the user with a changed parameter
+    (n_frames, physics steps per env step) trains through make_train(config, env=...) with our time limit."""
+    pytest.importorskip("brax")
+    from brax import envs
+
+    raw = envs.get_environment("inverted_pendulum", backend="spring", n_frames=3)
+    env = wrap_env(raw, name="pendulum-3frames", episode_length=50)
+    assert env.spec.name == "pendulum-3frames" and env.spec.max_episode_steps == 50 and env.backend == "spring"
+    assert env.spec.obs_dim == 4 and env.spec.action_dim == 1
+    config = Config(env="pendulum-3frames", max_steps=256, iter_steps=128, n_envs=8, n_updates=5, batch_size=64,
+                    hidden_units=16, pretrain_steps=10, history_buffer_size=2, eval_every=0)
+    state, metrics = jax.jit(make_train(config, env=env))(jax.random.PRNGKey(0))
+    assert np.all(np.asarray(metrics["finite"]) == 1) and int(state.iteration) == 2
+    returns = np.asarray(metrics["mean_return"])  # episodes end by falling over or at the 50-step limit
+    assert np.all(np.isnan(returns) | ((returns >= 1.0) & (returns <= 50.0))), returns
+    with pytest.raises(EnvError, match="episode_length applies to Brax env objects only"):
+        wrap_env(ReachTarget(), episode_length=10)
