@@ -125,14 +125,14 @@ def take_run(tree: Any, index: int) -> Any:
     return jax.tree.map(lambda x: x[index], tree)
 
 
-def make_train_batched(config: Config, on_iteration: Callable[[dict, jax.Array], None] | None = None
-                       ) -> Callable[[jax.Array, HParams], tuple[TrainState, dict[str, jax.Array]]]:
+def make_train_batched(config: Config, on_iteration: Callable[[dict, jax.Array], None] | None = None,
+                       env: Any = None) -> Callable[[jax.Array, HParams], tuple[TrainState, dict[str, jax.Array]]]:
     """`train(keys [R, 2], hparams [R]) -> (states [R], metrics [iterations, R])`, pure and jit-able.
 
     Unlike `jax.vmap(make_train(config))`, the run axis is inside the iteration loop, so a logging callback sees
-    all runs of an iteration at once.
+    all runs of an iteration at once. `env`: an env object instead of `config.env` (see `envs.wrap_env`).
     """
-    trainer = Trainer.build(config)
+    trainer = Trainer.build(config, env)
 
     def train(keys: jax.Array, hparams: HParams) -> tuple[TrainState, dict[str, jax.Array]]:
         hp = hparams.as_arrays()

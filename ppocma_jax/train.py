@@ -22,7 +22,7 @@ from flax import struct
 
 from . import losses
 from .config import Config, ConfigError, HParams
-from .envs import Env, make_env
+from .envs import Env, EnvSpec, make_env, wrap_env
 from .evaluation import episode_limit, evaluate_policy
 from .gae import compute_gae, monte_carlo_returns
 from .history import History, history_init, history_push, history_sample
@@ -111,12 +111,16 @@ class Trainer:
     callback_sharding: Any = None
 
     @staticmethod
-    def build(config: Config, env: Env | None = None) -> Trainer:
-        """`env` replaces `make_env(config.env, ...)`: a host simulator's spec-only stand-in (agent.py), whose
-        data reaches `learn` from outside the compiled program."""
+    def build(config: Config, env: Any = None) -> Trainer:
+        """`env` replaces `make_env(config.env, ...)`: an env object (see `envs.wrap_env`: our Env protocol, a
+        gymnax Environment or (Environment, params)), or a host simulator's spec-only stand-in (agent.py), whose
+        data reaches `learn` from outside the compiled program. The object wins over `config.env`, which is then
+        only a label."""
         config = config.validate()
         if env is None:
             env = make_env(config.env, config.action_repeat, backend=config.backend)
+        elif not isinstance(getattr(env, "spec", None), EnvSpec):
+            env = wrap_env(env, action_repeat=config.action_repeat)
         spec = env.spec
         if spec.discrete and config.is_cma:
             raise ConfigError(f"mode {config.mode} needs continuous actions but {spec.name} has {spec.action_dim} "
@@ -575,15 +579,16 @@ class Trainer:
         return states, metrics
 
 
-def make_train(config: Config, on_iteration: Callable[[dict], None] | None = None
+def make_train(config: Config, on_iteration: Callable[[dict], None] | None = None, env: Any = None
                ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Build `train(key, hparams=None) -> (final TrainState, metrics)`.
 
     `train` is pure and jit-able as a whole; metrics arrays have a leading iteration axis (see METRIC_NAMES).
     hparams=None uses HParams() defaults. Raises ConfigError for invalid configs (before any compilation).
     `on_iteration`, if given, receives each iteration's metrics on the host (jax.debug.callback).
+    `env`, if given, is an env object trained instead of `config.env` (see `Trainer.build`, `envs.wrap_env`).
     """
-    trainer = Trainer.build(config)
+    trainer = Trainer.build(config, env)
 
     def train(key: jax.Array, hparams: HParams | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
         hparams = hparams if hparams is not None else HParams()

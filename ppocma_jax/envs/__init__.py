@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import Env, EnvSpec, StepResult
 from .wrappers import ActionRepeat
 
@@ -94,6 +96,80 @@ def _make_brax(env_name: str, backend: str | None, episode_length: int | None) -
                               f"{str(err).splitlines()[0] if str(err) else ''}") from None
 
 
+class EnvError(ValueError):
+    """An env object fits none of the accepted kinds (see `wrap_env`)."""
+
+
+def wrap_env(obj: Any, name: str | None = None, action_repeat: int = 1, episode_length: int | None = None) -> Env:
+    """Turn a user's environment object into our `Env`, detected by duck typing:
+
+    - our `Env` protocol (`spec`, `reset(key)`, `step(key, state, action)`): used as is (`name` renames its spec);
+    - a gymnax 1.x `Environment` (`reset_env`/`step_env`/`action_space`/`observation_space`), or a pair
+      `(environment, env_params)`: `default_params` when no params are given; Box observations are flattened;
+    - a Brax `Env` (`reset(rng)`, `step(state, action)`, `action_size`), e.g. `brax.envs.get_environment(
+      "hopper", backend="spring")` with changed parameters or your own `PipelineEnv`: wrapped with our time limit
+      (`episode_length` simulator steps, default 1000) and final-observation auto-reset (brax_env.BraxEnv).
+
+    `name` becomes `EnvSpec.name` (default: the class name). Raises EnvError (one line) for anything else.
+    """
+    params = None
+    if isinstance(obj, tuple) and len(obj) == 2:
+        obj, params = obj
+    if episode_length is not None and not (hasattr(obj, "action_size") and not hasattr(obj, "spec")):
+        raise EnvError("episode_length applies to Brax env objects only; a gymnax env's time limit is in its params")
+    if isinstance(obj, str):
+        raise EnvError(f"wrap_env takes an env object; use make_env({obj!r}) for a registered name")
+    if all(hasattr(obj, a) for a in ("spec", "reset", "step")) and isinstance(getattr(obj, "spec"), EnvSpec):
+        env: Env = obj
+        if name is not None:
+            import dataclasses
+
+            spec = dataclasses.replace(obj.spec, name=name)
+            env = _Renamed(obj, spec)
+    elif all(hasattr(obj, a) for a in ("reset_env", "step_env", "action_space", "observation_space")):
+        from .gymnax_env import GymnaxEnv
+
+        if params is None and not hasattr(obj, "default_params"):
+            raise EnvError(f"gymnax env {type(obj).__name__} has no default_params: pass (env, env_params)")
+        try:
+            env = GymnaxEnv("", env=obj, params=params, display_name=name)
+        except EnvError:
+            raise
+        except Exception as err:
+            raise EnvError(f"cannot wrap gymnax env {type(obj).__name__}: {type(err).__name__}: "
+                           f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    elif all(hasattr(obj, a) for a in ("reset", "step", "action_size")) and not hasattr(obj, "spec"):
+        from . import brax_env
+
+        length = brax_env.DEFAULT_EPISODE_LENGTH if episode_length is None else int(episode_length)
+        if length < 1:
+            raise EnvError(f"brax episode_length must be >= 1, got {length}")
+        try:
+            env = brax_env.BraxEnv(name or type(obj).__name__, episode_length=length, env=obj)
+        except Exception as err:
+            raise EnvError(f"cannot wrap brax env {type(obj).__name__}: {type(err).__name__}: "
+                           f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    else:
+        missing = [a for a in ("spec", "reset", "step") if not hasattr(obj, a)]
+        raise EnvError(f"{type(obj).__name__} is not an environment: it is neither our Env protocol (missing "
+                       f"{', '.join(missing) or 'an EnvSpec spec'}) nor a gymnax Environment (reset_env, step_env, "
+                       "action_space, observation_space) nor a Brax Env (reset, step, action_size)")
+    return ActionRepeat(env, action_repeat) if action_repeat > 1 else env
+
+
+class _Renamed:
+    """An `Env` with another spec name (delegates reset/step)."""
+
+    def __init__(self, env: Env, spec: EnvSpec):
+        self._env, self.spec = env, spec
+
+    def reset(self, key):
+        return self._env.reset(key)
+
+    def step(self, key, state, action):
+        return self._env.step(key, state, action)
+
+
 def list_envs(include_brax: bool = True) -> list[EnvSpec]:
     """Specs of every env we can build (those whose spaces we support).
 
@@ -120,4 +196,4 @@ def list_envs(include_brax: bool = True) -> list[EnvSpec]:
 
 
 __all__ = ["Env", "EnvSpec", "StepResult", "ActionRepeat", "make_env", "list_envs", "canonical_env_name",
-           "UnknownEnvError", "SUITES"]
+           "UnknownEnvError", "SUITES", "EnvError", "wrap_env"]

@@ -127,24 +127,33 @@ class BraxEnvState:
 class BraxEnv:
     """One raw Brax env with our own time limit and an auto-reset that keeps the final observation."""
 
-    def __init__(self, name: str, backend: str | None = None, episode_length: int = DEFAULT_EPISODE_LENGTH):
-        if backend is None:
-            backend = default_backend(name)
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown brax backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    def __init__(self, name: str, backend: str | None = None, episode_length: int = DEFAULT_EPISODE_LENGTH,
+                 env: Any = None):
+        """Registered Brax env `name`, or (when `env` is given) that Brax `Env` object -- e.g. one built with
+        changed parameters or the user's own `PipelineEnv` -- shown as `name`; its own backend is kept."""
         if int(episode_length) < 1:
             raise ValueError(f"episode_length must be >= 1, got {episode_length}")
-        envs = _brax_envs()
+        if env is None:
+            if backend is None:
+                backend = default_backend(name)
+            if backend not in BACKENDS:
+                raise ValueError(f"unknown brax backend {backend!r}; valid: {', '.join(BACKENDS)}")
+            with _quiet():
+                self._env = _brax_envs().get_environment(name, backend=backend)
+            label = f"brax/{name}"
+        else:
+            self._env = env
+            backend = str(getattr(env, "backend", backend or "custom"))
+            label = name
         with _quiet():
-            self._env = envs.get_environment(name, backend=backend)
             # Shapes only: tracing reset is far cheaper than running it (`env.observation_size` runs it eagerly).
             reset_shape = jax.eval_shape(self._env.reset, jax.random.PRNGKey(0))
         if not isinstance(reset_shape.obs, jax.ShapeDtypeStruct):
-            raise ValueError(f"brax/{name} has dict observations; only flat array observations are supported")
+            raise ValueError(f"{label} has dict observations; only flat array observations are supported")
         self.name, self.backend, self.episode_length = name, backend, int(episode_length)
         obs_dim = int(reset_shape.obs.size)
         action_dim = int(self._env.action_size)
-        self.spec = EnvSpec(f"brax/{name}", obs_dim, False, action_dim, (-1.0,) * action_dim, (1.0,) * action_dim,
+        self.spec = EnvSpec(label, obs_dim, False, action_dim, (-1.0,) * action_dim, (1.0,) * action_dim,
                             self.episode_length)
 
     @property

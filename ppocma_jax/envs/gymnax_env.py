@@ -21,28 +21,38 @@ class GymnaxEnv:
     """Wraps `gymnax.make(name)`: its step returns (obs, state, reward, terminated, truncated, info) and already
     auto-resets, putting the pre-reset observation in `info["final_observation"]`."""
 
-    def __init__(self, name: str):
-        import gymnax
+    def __init__(self, name: str, env: Any = None, params: Any = None, display_name: str | None = None):
+        """Registered id `name`, or (when `env` is given) any gymnax `Environment` instance with its `params`
+        (None: `env.default_params`), shown as `display_name` (default: the class name)."""
         from gymnax.environments import spaces
 
-        self._env, self._params = gymnax.make(name)
+        if env is None:
+            import gymnax
+
+            self._env, self._params = gymnax.make(name)
+            label = f"gymnax/{name}"
+        else:
+            self._env = env
+            self._params = env.default_params if params is None else params
+            label = display_name or type(env).__name__
+        name = label[len("gymnax/"):] if label.startswith("gymnax/") else label
         obs_shape = self._env.observation_space(self._params).shape
         space = self._env.action_space(self._params)
         max_steps = getattr(self._params, "max_steps_in_episode", None)
         max_steps = None if max_steps is None else int(max_steps)
         obs_dim = int(np.prod(obs_shape))
         if isinstance(space, spaces.Discrete):
-            self.spec = EnvSpec(f"gymnax/{name}", obs_dim, True, int(space.n), None, None, max_steps)
+            self.spec = EnvSpec(label, obs_dim, True, int(space.n), None, None, max_steps)
         elif isinstance(space, spaces.Box):
             shape = tuple(space.shape) if space.shape else (1,)
             d = int(np.prod(shape))
             low = np.broadcast_to(np.asarray(space.low, np.float32), (d,))
             high = np.broadcast_to(np.asarray(space.high, np.float32), (d,))
-            self.spec = EnvSpec(f"gymnax/{name}", obs_dim, False, d, tuple(map(float, low)),
+            self.spec = EnvSpec(label, obs_dim, False, d, tuple(map(float, low)),
                                 tuple(map(float, high)), max_steps)
             self._action_shape = tuple(space.shape)
         else:
-            raise ValueError(f"gymnax/{name} has a {type(space).__name__} action space; only Box and Discrete "
+            raise ValueError(f"{label} has a {type(space).__name__} action space; only Box and Discrete "
                              "are supported")
 
     def _action(self, action: jax.Array) -> jax.Array:
