@@ -522,6 +522,7 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
     import jax
     import numpy as np
 
+    from .checkpoint import CheckpointError
     from .monitor import RunMonitor, summarize_returns
     from .train import Trainer
 
@@ -656,9 +657,16 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
         while distributed.agree(done_iterations < n_iter and not monitor.all_runs_failed() and not stop.requested):
             state = wait_interruptibly(lambda: one_chunk(state))
             done_iterations = iteration_of(state)
-            if monitor.write_error is not None:  # rows of this chunk are missing: no checkpoint past them
-                raise RunFailure(monitor.write_error)
-            checkpointer.save(done_iterations, state)  # a failed run's slot holds its last good state
+            # Every process takes the same branch (saving is a collective); process 0 alone writes and knows.
+            if distributed.agree(monitor.write_error is not None):  # rows of this chunk are missing:
+                raise RunFailure(monitor.write_error or "process 0 could not write the metrics")  # no checkpoint
+            save_error = None
+            try:
+                checkpointer.save(done_iterations, state)  # a failed run's slot holds its last good state
+            except CheckpointError as err:
+                save_error = err
+            if distributed.agree(save_error is not None):
+                raise save_error or RunFailure("process 0 could not write a checkpoint")
     finally:
         stop.deferring = False
         monitor.close()

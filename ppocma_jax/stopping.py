@@ -77,7 +77,8 @@ class StopRequests:
 
 def announce_stop(signum: int, boundary: str) -> None:
     """The first signal's line: what happens next, and how to stop at once."""
-    print(f"\n{signal_name(signum)}: stopping at {boundary} and saving a checkpoint (send it again to stop at "
+    start = "\n" if sys.stderr.isatty() else ""  # after the terminal's ^C
+    print(f"{start}{signal_name(signum)}: stopping at {boundary} and saving a checkpoint (send it again to stop at "
           "once, keeping the previous checkpoint)", file=sys.stderr, flush=True)
 
 

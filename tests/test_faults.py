@@ -707,3 +707,38 @@ def test_sigterm_stops_a_gymnasium_run_after_the_running_iteration(tmp_path):
     assert Checkpointer(run_dir).latest_iteration() == stopped_at + 1
     rows = (run_dir / "metrics.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, stopped_at + 2))
+
+
+def test_a_full_disk_in_a_checkpoint_write_during_a_run_is_one_line_and_resumes(reference, tmp_path, capsys,
+                                                                                 monkeypatch):
+    from ppocma_jax import checkpoint
+    from ppocma_jax.cli import main
+
+    real_save = checkpoint.Checkpointer.save
+
+    def save(self, iteration, state):
+        if iteration == 4:
+            raise CheckpointNoSpaceError(f"no space left on device writing {self.directory / str(iteration)}")
+        return real_save(self, iteration, state)
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
+    assert main(CLI_RUN + ["--max-steps", "4800", "--out", str(run_dir)]) == 1
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no space left on device writing" in err and f"--resume {run_dir}" in err, err
+    assert main(["--resume", str(run_dir)]) == 0
+    assert_same_run(run_dir, reference)
+
+
+def test_resume_refuses_to_change_a_swept_hyperparameter(reference, tmp_path, capsys):
+    from ppocma_jax.cli import main
+
+    run_dir = copy_run(reference, tmp_path)
+    document = json.loads((run_dir / "config.json").read_text())
+    document["runs"] = {"seeds": [0, 1], "swept": ["learning_rate"],
+                        "changes": [{"learning_rate": 1e-4, "critic_learning_rate": 1e-4}]}
+    (run_dir / "config.json").write_text(json.dumps(document))
+    assert main(["--resume", str(run_dir), "--learning-rate", "1e-3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot change critic_learning_rate, learning_rate: the sweep sets it" in err
