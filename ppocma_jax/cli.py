@@ -317,11 +317,11 @@ def _prepare_run_dir(args: argparse.Namespace, config: Config, hparams: HParams,
     if args.checkpoint_every is None:
         args.checkpoint_every = DEFAULT_CHECKPOINT_EVERY
     run_dir = Path(args.out) if args.out else default_out_dir(config, args.run_suffix)
-    _refuse_existing_run(run_dir)
+    refuse_existing_run(run_dir)
     return run_dir, config, hparams, False
 
 
-def _refuse_existing_run(run_dir: Path) -> None:
+def refuse_existing_run(run_dir: Path) -> None:
     """A new run never writes into a directory that already holds one (CliError, one line saying what to do)."""
     from .checkpoint import has_checkpoint
     from .distributed import is_primary
@@ -565,7 +565,7 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
         except OSError as err:
             raise CliError(f"cannot write the run directory {str(out_dir)!r}: {err.strerror or err}") from None
         held.enter_context(lock_run_dir(out_dir))
-        _refuse_existing_run(out_dir)  # again, under the lock: another run may have started meanwhile
+        refuse_existing_run(out_dir)  # again, under the lock: another run may have started meanwhile
         write_config_json(out_dir, document)
 
     n_iter = config.n_iterations

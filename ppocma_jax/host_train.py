@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .agent import Agent
-from .cli import CliError, RunFailure, lock_run_dir, restore_or_restart, resume_point, write_config_json
+from .cli import (CliError, RunFailure, lock_run_dir, refuse_existing_run, restore_or_restart, resume_point,
+                  write_config_json)
 from .config import Config, HParams, to_jsonable
 from .envs.base import EnvSpec
 from .envs.gymnasium_env import gymnasium_spec, make_vector_env, successor_obs
@@ -128,14 +129,12 @@ def run_host(args: argparse.Namespace, config: Config, hparams: HParams, out_dir
     say("compiling and initialising the policy ...", flush=True)
     agent = Agent.from_config(spec, config, hparams)  # ConfigError (one line) for bad settings
     if not resuming:
-        from .cli import _refuse_existing_run
-
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise CliError(f"cannot write the run directory {str(out_dir)!r}: {err.strerror or err}") from None
         held.enter_context(lock_run_dir(out_dir))
-        _refuse_existing_run(out_dir)  # again, under the lock
+        refuse_existing_run(out_dir)  # again, under the lock
         write_config_json(out_dir, config_document(config, hparams, spec, args.checkpoint_every))
     checkpointer = Checkpointer(out_dir, exclusive=True)
     held.callback(lambda: checkpointer.close(abandon=stop.requested))
