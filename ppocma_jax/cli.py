@@ -2,12 +2,16 @@
 
 Every Config and HParams field is a flag, in underscore and dashed spelling (`--max_steps`, `--max-steps`); the
 original Run.py switches keep their spellings (`--env_name`, `-m`, `-lr`, `--ppo_ent_l_w`, `--run_suffix`, ...).
-Bad input ends with one line on stderr and exit code 2; a run that produces NaN/Inf ends with exit code 1.
+Bad input ends with one line on stderr and exit code 2; a run that produces NaN/Inf ends with exit code 1, as does
+a failed write (a full disk); SIGINT / SIGTERM stop at the next checkpoint boundary with exit code 130 / 143
+(stopping.py). Every way a run ends leaves a directory that `--resume` continues (or restarts, when it holds no
+readable checkpoint) to the same metrics as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -18,9 +22,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from .errors import CliError
+from .errors import CliError, RunFailure
 from .config import MODES, Config, ConfigError, HParams, config_fields, hparams_fields, to_jsonable
 from .presets import DEFAULT_PRESET, PRESETS, preset_names, resolve_preset
+from .stopping import signal_name
 
 PROG = "python -m ppocma_jax"
 
@@ -38,6 +43,9 @@ SOLVED_AT: dict[str, float] = {
     "gymnax/CartPole-v1": 475.0,
     "gymnax/Pendulum-v1": -200.0,
 }
+
+
+DEFAULT_CHECKPOINT_EVERY = 25
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,10 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--list-envs", "--list_envs", dest="list_envs", action="store_true",
                      help="print the available environments with observation and action sizes, then exit")
     run.add_argument("--resume", default=None, metavar="RUN_DIR",
-                     help="continue the run in RUN_DIR from its newest checkpoint (same config; --max-steps may grow)")
-    run.add_argument("--checkpoint-every", "--checkpoint_every", dest="checkpoint_every", type=_int, default=25,
+                     help="continue the run in RUN_DIR from its newest readable checkpoint (from scratch when it "
+                          "has none); same config, except --max-steps, --checkpoint-every and hyperparameters "
+                          "(e.g. a lower --learning-rate after a NaN halt), which are recorded in config.json")
+    run.add_argument("--checkpoint-every", "--checkpoint_every", dest="checkpoint_every", type=_int, default=None,
                      metavar="K", help="save the full train state every K iterations and at the end; 0: only at "
-                                       "the end (default: 25)")
+                                       f"the end. The compiled loop runs K iterations per call, so Ctrl-C / "
+                                       f"SIGTERM stop (and save) at the next multiple of K (default: "
+                                       f"{DEFAULT_CHECKPOINT_EVERY}; stored in config.json for --resume)")
     run.add_argument("--seeds", type=_int, default=1, metavar="K",
                      help="train K seeds (seed, seed+1, ...) as one compiled program (default: 1)")
     run.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2",
@@ -161,8 +173,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _given_flags(argv: Sequence[str] | None) -> list[str]:
+    """The option strings on the command line, in order (negative numbers are values, not options)."""
+    return [a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])
+            if a.startswith("-") and not re.match(r"-[\d.]", a)]
+
+
+def _check_one_spelling(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
+    """Two spellings of one setting (--env and --env_name, -lr and --learning-rate) are refused: argparse would keep
+    whichever came last, silently."""
+    dest_of = {opt: action.dest for action in parser._actions for opt in action.option_strings}
+    seen: dict[str, str] = {}
+    for flag in _given_flags(argv):
+        dest = dest_of.get(flag)
+        if dest is None or dest in ("sweep",):
+            continue
+        if dest in seen and seen[dest] != flag:
+            raise CliError(f"{seen[dest]} and {flag} set the same thing ({dest}); give one of them")
+        seen.setdefault(dest, flag)
+
+
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config, HParams]:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_one_spelling(parser, argv)
     preset_name = args.preset if args.preset is not None else (DEFAULT_PRESET if args.env is None else "none")
     if preset_name != "none" and preset_name not in PRESETS:
         raise CliError(f"unknown preset {preset_name!r}; valid: {', '.join(preset_names())}, none")
@@ -224,33 +258,151 @@ def _load_run_config(run_dir: Path) -> tuple[Config, HParams]:
         raise CliError(f"{str(run_dir)!r} has an unreadable config.json ({err})") from None
 
 
+def _hparams_flags() -> set[str]:
+    return {flag for f in hparams_fields() for flag in _spellings(f.name)}
+
+
 def _prepare_run_dir(args: argparse.Namespace, config: Config, hparams: HParams, argv: Sequence[str] | None
                      ) -> tuple[Path, Config, HParams, bool]:
-    """New run: create the directory and write config.json. --resume: read it back (only --max-steps may change)."""
+    """New run: check the directory holds no run (it is created, locked and written later, once the settings are
+    validated). --resume: read config.json back, apply the changes allowed on resume (--max-steps,
+    --checkpoint-every, hyperparameters) and lock the directory. Sets args.checkpoint_every (given, stored, or the
+    default), args.changes ({name: [old, new]}, for config.json's "continued" record) and args.document."""
+    args.changes = {}
+    args.document = None
     if args.resume:
         run_dir = Path(args.resume)
-        given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("-")}
+        given = set(_given_flags(argv))
         allowed = {"--resume", "--max-steps", "--max_steps", "--quiet", "-q", "--verbose", "--checkpoint-every",
                    "--checkpoint_every", "--tensorboard", "--render", "--wandb", "--wandb-project",
-                   "--wandb_project"}
+                   "--wandb_project"} | _hparams_flags()
         # where it runs may change: other devices, other hosts (the state is laid out anew on restore)
         allowed |= {"--devices", "--coordinator-address", "--coordinator_address", "--num-processes",
                     "--num_processes", "--process-id", "--process_id"}
         if given - allowed:
             raise CliError(f"--resume continues the run as configured in its config.json; only --max-steps, "
-                           f"--checkpoint-every, --quiet and --verbose may be given with it (got "
+                           f"--checkpoint-every, hyperparameters, --quiet and --verbose may be given with it (got "
                            f"{', '.join(sorted(given - allowed))})")
         saved_config, saved_hparams = _load_run_config(run_dir)
-        if args.max_steps is not None:
+        document = json.loads((run_dir / "config.json").read_text())
+        args.document = document
+        stored_every = document.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
+        if args.checkpoint_every is None:
+            args.checkpoint_every = stored_every
+        elif args.checkpoint_every != stored_every:
+            args.changes["checkpoint_every"] = [stored_every, args.checkpoint_every]
+        if args.max_steps is not None and args.max_steps != saved_config.max_steps:
+            args.changes["max_steps"] = [saved_config.max_steps, args.max_steps]
             saved_config = saved_config.replace(max_steps=args.max_steps)
+        hp_changes = {f.name: getattr(args, f.name) for f in hparams_fields() if getattr(args, f.name) is not None}
+        if "learning_rate" in hp_changes and "critic_learning_rate" not in hp_changes:
+            hp_changes["critic_learning_rate"] = hp_changes["learning_rate"]  # as for a new run
+        swept = {k for changes in document.get("runs", {}).get("changes", []) for k in changes}
+        if swept & set(hp_changes):
+            raise CliError(f"--resume cannot change {', '.join(sorted(swept & set(hp_changes)))}: the sweep sets "
+                           "it per run")
+        for name, value in hp_changes.items():
+            old = getattr(saved_hparams, name)
+            if value != old:
+                args.changes[name] = [old, value]
+        saved_hparams = dataclasses.replace(saved_hparams, **hp_changes)
         return run_dir, saved_config, saved_hparams, True
+    if args.checkpoint_every is None:
+        args.checkpoint_every = DEFAULT_CHECKPOINT_EVERY
     run_dir = Path(args.out) if args.out else default_out_dir(config, args.run_suffix)
+    refuse_existing_run(run_dir)
+    return run_dir, config, hparams, False
+
+
+def refuse_existing_run(run_dir: Path) -> None:
+    """A new run never writes into a directory that already holds one (CliError, one line saying what to do)."""
+    from .checkpoint import has_checkpoint
     from .distributed import is_primary
 
     if (run_dir / "config.json").exists() and is_primary():  # other processes see process 0's new file
+        if not has_checkpoint(run_dir):
+            raise CliError(f"{str(run_dir)!r} holds a run that stopped before its first checkpoint; start it again "
+                           f"with --resume {run_dir} (same settings), or choose another --out")
         raise CliError(f"{str(run_dir)!r} already holds a run; continue it with --resume {run_dir} or choose "
                        "another --out")
-    return run_dir, config, hparams, False
+
+
+def lock_run_dir(run_dir: Path) -> contextlib.AbstractContextManager:
+    """This process's exclusive lock on `run_dir` (runlock.py), as a context manager; a no-op on processes other
+    than 0, which never write. A second writer is CliError (one line, exit 2)."""
+    from .distributed import is_primary
+    from .runlock import RunLock, RunLockError
+
+    if not is_primary():
+        return contextlib.nullcontext()
+    try:
+        lock = RunLock.acquire(run_dir)
+    except RunLockError as err:
+        raise CliError(str(err)) from None
+    if not lock.held:
+        print(f"{PROG}: note: {run_dir} is on a file system without locks: a second run writing it would not be "
+              "detected", file=sys.stderr)
+    return lock
+
+
+def write_config_json(run_dir: Path, document: dict) -> None:
+    """config.json, replaced atomically (a kill or a full disk leaves the old one or the new one)."""
+    tmp = run_dir / "config.json.tmp"
+    try:
+        tmp.write_text(json.dumps(document, indent=2) + "\n")
+        tmp.replace(run_dir / "config.json")
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise CliError(f"cannot write {run_dir / 'config.json'}: {err.strerror or err}") from None
+
+
+def resume_point(args: argparse.Namespace, config: Config, out_dir: Path, iteration: int | None) -> bool:
+    """After the restore on --resume: True when the run is already finished (say so; nothing to do). Refuses
+    (CliError) a --max-steps below the checkpoint. Otherwise records the changes made on resume in config.json
+    (its settings become the new ones; "continued" lists when and what changed) and returns False."""
+    n_iter = config.n_iterations
+    if iteration is not None and iteration > n_iter:
+        raise CliError(f"--max-steps {config.max_steps} is below the newest checkpoint of {out_dir} (after iteration "
+                       f"{iteration}, {iteration * config.iter_steps:,} env steps); give at least "
+                       f"{iteration * config.iter_steps}")
+    if iteration is not None and iteration >= n_iter:
+        print(f"{out_dir} is finished: {iteration} iterations ({iteration * config.iter_steps:,} env steps) done; "
+              "nothing to do (raise --max-steps to train further)")
+        return True
+    if args.changes:
+        from .distributed import is_primary
+
+        document = args.document
+        for name, (_, new) in args.changes.items():
+            if name == "checkpoint_every":
+                document["checkpoint_every"] = new
+            elif name == "max_steps":
+                document["config"]["max_steps"] = new
+            else:
+                document["hparams"][name] = new
+        document.setdefault("continued", []).append({"after_iteration": iteration or 0, "changed": args.changes})
+        if is_primary():
+            write_config_json(out_dir, document)
+    return False
+
+
+def restore_or_restart(checkpointer, like, out_dir: Path) -> tuple[int | None, object]:
+    """--resume: the newest readable checkpoint (iteration, state), or (None, None) when there is none: the run
+    starts again from scratch in the same directory. Prints one line per damaged checkpoint skipped and one when
+    restarting; a checkpoint of another configuration (or an unreadable disk) is CliError."""
+    from .checkpoint import CheckpointError
+
+    try:
+        found = checkpointer.restore_latest(like)
+    except CheckpointError as err:
+        raise CliError(f"cannot resume {out_dir}: {err}") from None
+    for line in found.skipped:
+        print(f"{PROG}: warning: {line}", file=sys.stderr)
+    if found.iteration is None:
+        print(f"{PROG}: note: {out_dir} holds no readable checkpoint: starting the run again from scratch (same "
+              "settings, same seed)", file=sys.stderr)
+    return found.iteration, found.state
 
 
 def _run_plan(args: argparse.Namespace, config: Config, hparams: HParams, saved: dict | None):
@@ -301,6 +453,26 @@ def _plan_json(runs, hparams: HParams) -> dict:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
+    """Train (or resume) one run or one batch of runs as `python -m ppocma_jax` does; returns the exit code. The
+    run directory's lock and the signal handlers are held until it returns."""
+    with contextlib.ExitStack() as held:
+        return _run(argv, held)
+
+
+def _annotate(out_dir: Path):
+    """An ExitStack exit callback: an interrupt or failure leaving `run` carries the run directory (for main's
+    resume hint)."""
+    def callback(exc_type, exc, tb) -> bool:
+        if exc is not None and not hasattr(exc, "out_dir"):
+            with contextlib.suppress(AttributeError):
+                exc.out_dir = out_dir
+        return False
+    return callback
+
+
+def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
+    from .stopping import StopRequests, announce_stop, wait_interruptibly
+
     args, config, hparams = parse_args(argv)
     if args.list_envs:
         print(list_envs_text())
@@ -312,7 +484,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             import wandb  # noqa: F401
         except ImportError:
             raise CliError('--wandb needs wandb: pip install wandb (or pip install -e ".[wandb]")') from None
-    if args.checkpoint_every < 0:
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
         raise CliError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
 
     if args.tensorboard:
@@ -329,15 +501,21 @@ def run(argv: Sequence[str] | None = None) -> int:
 
         check_args(args)
     out_dir, config, hparams, resuming = _prepare_run_dir(args, config, hparams, argv)
+    held.push(_annotate(out_dir))
+    stop = held.enter_context(StopRequests(on_first=lambda signum: announce_stop(
+        signum, "the end of the running chunk (a multiple of --checkpoint-every iterations)")))
+    if resuming:
+        held.enter_context(lock_run_dir(out_dir))
     if config.env.startswith("gymnasium/"):  # stepped on the host, same compiled update: see host_train.py
         from .host_train import run_host
 
         return run_host(args, config, hparams, out_dir, resuming,
-                        SOLVED_AT.get(config.env.replace("gymnasium/", "gymnax/")), PROG)
+                        SOLVED_AT.get(config.env.replace("gymnasium/", "gymnax/")), PROG, held=held, stop=stop)
 
     import jax
     import numpy as np
 
+    from .checkpoint import CheckpointError
     from .monitor import RunMonitor, summarize_returns
     from .train import Trainer
 
@@ -354,10 +532,14 @@ def run(argv: Sequence[str] | None = None) -> int:
         except NotRenderable as err:
             print(f"{PROG}: note: --render: {err}; training without a render", file=sys.stderr)
             args.render = False
-    saved = json.loads((out_dir / "config.json").read_text()) if resuming else None
+    saved = args.document if resuming else None
     runs = _run_plan(args, config, hparams, saved)
     for index in range(1 if runs is None else len(runs)):
         trainer.check_hparams(hparams if runs is None else jax.tree.map(lambda x: x[index], runs.hparams))
+    if runs is not None:  # R runs in one program hold R states: ConfigError (one line) where they cannot fit
+        from .resources import check_fits
+
+        check_fits(config, trainer.env.spec, runs=len(runs))
     from . import distributed
 
     mesh = distributed.device_mesh(args.devices)
@@ -368,13 +550,16 @@ def run(argv: Sequence[str] | None = None) -> int:
         trainer = dataclasses.replace(trainer, callback_sharding=distributed.replicated(mesh))
     if not resuming and primary:
         document = to_jsonable(config, hparams)
+        document["checkpoint_every"] = args.checkpoint_every
         if runs is not None:
             document["runs"] = _plan_json(runs, hparams)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.json").write_text(json.dumps(document, indent=2) + "\n")
         except OSError as err:
             raise CliError(f"cannot write the run directory {str(out_dir)!r}: {err.strerror or err}") from None
+        held.enter_context(lock_run_dir(out_dir))
+        refuse_existing_run(out_dir)  # again, under the lock: another run may have started meanwhile
+        write_config_json(out_dir, document)
 
     n_iter = config.n_iterations
     n_runs = 1 if runs is None else len(runs)
@@ -410,20 +595,26 @@ def run(argv: Sequence[str] | None = None) -> int:
     state_sh = distributed.state_shardings(jax.eval_shape(init, keys, hp), mesh, batched=runs is not None)
     keys, hp = (distributed.put(x, distributed.replicate(x, mesh) if runs is None else
                                 distributed.batch_shardings(x, mesh)) for x in (keys, hp))
-    checkpointer = distributed.HostCheckpointer(out_dir)
-    t_compile = time.perf_counter()
-    if resuming:
-        latest = checkpointer.latest_iteration()
-        if latest is None:
-            raise CliError(f"cannot resume {str(out_dir)!r}: it has no checkpoint yet")
-        state = distributed.put(checkpointer.restore(jax.eval_shape(init, keys, hp), latest), state_sh)
-        say(f"resuming from the checkpoint after iteration {latest}")
-    else:
-        say("compiling and initialising the policy ...", flush=True)
-        state = jax.jit(init, out_shardings=state_sh)(keys, hp)
+    checkpointer = distributed.HostCheckpointer(out_dir, exclusive=True)
+    held.callback(lambda: checkpointer.close(abandon=stop.requested))
     # Runs advance in lockstep; a run stopped by NaN/Inf stays behind at its last good iteration.
     def iteration_of(st) -> int:
         return int(np.max(distributed.to_host(st.iteration)))
+
+    t_compile = time.perf_counter()
+    state = None
+    if resuming:
+        latest, restored = restore_or_restart(checkpointer, jax.eval_shape(init, keys, hp), out_dir)
+        if latest is not None:
+            state = distributed.put(restored, state_sh)
+            latest = iteration_of(state)
+        if resume_point(args, config, out_dir, latest):
+            return 0  # finished: nothing compiled, result.json untouched
+        if latest is not None:
+            say(f"resuming from the checkpoint after iteration {latest}")
+    if state is None:
+        say("compiling and initialising the policy ...", flush=True)
+        state = wait_interruptibly(lambda: jax.block_until_ready(jax.jit(init, out_shardings=state_sh)(keys, hp)))
 
     start_iteration = iteration_of(state)
     monitor = RunMonitor(out_dir if primary else None, n_iter, config.iter_steps, quiet=args.quiet or not primary,
@@ -441,23 +632,44 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     run_chunk = jax.jit(chunk_keeping_layout, donate_argnums=0)
     limit = distributed.put(np.int32(n_iter), distributed.replicated(mesh))
-    compiled = run_chunk.lower(state, hp, limit).compile()
+    compiled = wait_interruptibly(lambda: run_chunk.lower(state, hp, limit).compile())
     compile_s = time.perf_counter() - t_compile
     say(f"compiled in {compile_s:.1f} s")
+
+    def one_chunk(st):
+        st, _ = compiled(st, hp, limit)
+        jax.block_until_ready(st)
+        jax.effects_barrier()  # every row of the chunk is written before its checkpoint
+        return st
 
     monitor.start()
     t_run = time.perf_counter()
     done_iterations = start_iteration
+    stop.deferring = True  # from here a first SIGINT / SIGTERM stops at the chunk's end, with a checkpoint
     try:
-        while distributed.agree(done_iterations < n_iter and not monitor.all_runs_failed()):
-            state, _ = compiled(state, hp, limit)
-            jax.block_until_ready(state)
+        while distributed.agree(done_iterations < n_iter and not monitor.all_runs_failed() and not stop.requested):
+            state = wait_interruptibly(lambda: one_chunk(state))
             done_iterations = iteration_of(state)
-            checkpointer.save(done_iterations, state)  # a failed run's slot holds its last good state
+            # Every process takes the same branch (saving is a collective); process 0 alone writes and knows.
+            if distributed.agree(monitor.write_error is not None):  # rows of this chunk are missing:
+                raise RunFailure(monitor.write_error or "process 0 could not write the metrics")  # no checkpoint
+            save_error = None
+            try:
+                checkpointer.save(done_iterations, state)  # a failed run's slot holds its last good state
+            except CheckpointError as err:
+                save_error = err
+            if distributed.agree(save_error is not None):
+                raise save_error or RunFailure("process 0 could not write a checkpoint")
     finally:
+        stop.deferring = False
         monitor.close()
-        checkpointer.close()
+    if monitor.write_error is not None:
+        raise RunFailure(monitor.write_error)
     run_s = time.perf_counter() - t_run
+    if stop.requested and done_iterations < n_iter and not monitor.all_runs_failed():
+        print(f"{PROG}: stopped by {signal_name(stop.signum)} after iteration {done_iterations} of {n_iter}; "
+              f"checkpoint saved; continue with: {PROG} --resume {out_dir}", file=sys.stderr)
+        return 128 + stop.signum
     steps_run = (done_iterations - start_iteration) * config.iter_steps * n_runs
     steps = done_iterations * config.iter_steps
     if jax.process_count() > 1:  # every process took part; process 0 alone reports and writes
@@ -486,7 +698,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         summary_text = _sweep_summary(runs, monitor.rows, out_dir, result) + f"\nresult: {n_runs} runs; {timing}"
     if monitor.first_nonfinite is not None:
         result["nonfinite_at_iteration"] = monitor.first_nonfinite
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    try:
+        (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    except OSError as err:
+        raise RunFailure(f"cannot write {out_dir / 'result.json'}: {err.strerror or err}") from None
     print(summary_text)
     if args.render:
         _render(trainer, state, monitor.rows, None if runs is None else len(runs), out_dir, config.seed, say)
@@ -536,17 +751,36 @@ def _sweep_summary(runs, rows: list[dict], out_dir: Path, result: dict) -> str:
     return "\n".join(lines)
 
 
+def _resume_hint(out_dir: Path | None) -> str:
+    if out_dir is None or not (out_dir / "config.json").exists():
+        return ""
+    return f"; continue with: {PROG} --resume {out_dir}"
+
+
+ABORTED = False  # set when main returns from an interrupt: __main__ then exits without waiting for XLA's threads
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global ABORTED
+    from .checkpoint import CheckpointError
     from .envs import UnknownEnvError
+    from .monitor import MetricsWriteError
+    from .stopping import Interrupted, signal_name
 
     try:
         return run(argv)
     except (CliError, ConfigError, UnknownEnvError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except (RunFailure, CheckpointError, MetricsWriteError) as err:
+        print(f"{PROG}: error: {err}{_resume_hint(getattr(err, 'out_dir', None))}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, Interrupted) as err:
+        ABORTED = True
+        signum = err.signum if isinstance(err, Interrupted) else 2
+        print(f"{PROG}: stopped by {signal_name(signum)}{_resume_hint(getattr(err, 'out_dir', None))}",
+              file=sys.stderr, flush=True)
+        return 128 + signum
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -182,11 +182,12 @@ class HostCheckpointer:
     alone saves it; on resume process 0 reads it and broadcasts it. Every method must be called by every process.
     """
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, exclusive: bool = False):
+        """exclusive=True: process 0 holds the run directory's lock (runlock.py), see checkpoint.Checkpointer."""
         from .checkpoint import CHECKPOINT_DIR, Checkpointer
 
         self.directory = Path(run_dir).absolute() / CHECKPOINT_DIR
-        self._inner = Checkpointer(run_dir) if is_primary() else None
+        self._inner = Checkpointer(run_dir, exclusive=exclusive) if is_primary() else None
 
     def latest_iteration(self) -> int | None:
         latest = self._inner.latest_iteration() if self._inner is not None else None
@@ -206,12 +207,31 @@ class HostCheckpointer:
                  else jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), like))
         return multihost_utils.broadcast_one_to_all(local)
 
+    def restore_latest(self, like: Any):
+        """checkpoint.Checkpointer.restore_latest on process 0, its iteration (-1: none) and state broadcast to
+        every process (their `skipped` is empty: process 0 reports). A CheckpointError on process 0 is raised
+        there only; the others then fail in the broadcast, as in `restore`."""
+        from .checkpoint import Restored
+
+        found = self._inner.restore_latest(like) if self._inner is not None else None
+        if jax.process_count() == 1:
+            return found
+        from jax.experimental import multihost_utils
+
+        iteration = int(multihost_utils.broadcast_one_to_all(
+            np.int32(-1 if found is None or found.iteration is None else found.iteration)))
+        if iteration < 0:
+            return Restored(None, None, found.skipped if found is not None else [])
+        local = (found.state if found is not None else jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), like))
+        return Restored(iteration, multihost_utils.broadcast_one_to_all(local),
+                        found.skipped if found is not None else [])
+
     def save(self, iteration: int, state: Any) -> None:
         if jax.process_count() > 1:
             state = to_host(state)
         if self._inner is not None:
             self._inner.save(iteration, state)
 
-    def close(self) -> None:
+    def close(self, abandon: bool = False) -> None:
         if self._inner is not None:
-            self._inner.close()
+            self._inner.close(abandon=abandon)

@@ -6,3 +6,7 @@ from __future__ import annotations
 
 class CliError(Exception):
     """Bad command-line input: reported as one line, exit code 2."""
+
+
+class RunFailure(Exception):
+    """The run could not go on (a failed write): one line, exit code 1; the directory resumes."""

@@ -13,6 +13,7 @@ and --resume restores the learner exactly but starts fresh episodes (a gymnasium
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -22,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .agent import Agent
-from .errors import CliError
+from .cli import lock_run_dir, refuse_existing_run, restore_or_restart, resume_point, write_config_json
+from .errors import CliError, RunFailure
 from .config import Config, HParams, to_jsonable
 from .envs.base import EnvSpec
 from .envs.gymnasium_env import gymnasium_spec, make_vector_env, successor_obs
@@ -81,22 +83,35 @@ def collect(agent: Agent, vec, obs: np.ndarray, steps: int) -> np.ndarray:
     return obs
 
 
-def write_config(out_dir: Path, config: Config, hparams: HParams, spec: EnvSpec) -> None:
+def config_document(config: Config, hparams: HParams, spec: EnvSpec, checkpoint_every: int) -> dict:
     """config.json as the CLI writes it, plus the env's sizes so that `Agent.load(out_dir)` needs no env."""
     document = to_jsonable(config, hparams)
+    document["checkpoint_every"] = checkpoint_every
     document["agent"] = {"state_dim": spec.obs_dim, "action_dim": spec.action_dim,
                          "action_min": list(spec.action_low), "action_max": list(spec.action_high),
                          "env_name": spec.name, "max_episode_steps": spec.max_episode_steps}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(document, indent=2) + "\n")
+    return document
 
 
 def run_host(args: argparse.Namespace, config: Config, hparams: HParams, out_dir: Path, resuming: bool,
-             solved_at: float | None = None, prog: str = "python -m ppocma_jax") -> int:
-    """Train config.env (gymnasium/<id>) to config.max_steps; the CLI's outputs. Returns the exit code."""
+             solved_at: float | None = None, prog: str = "python -m ppocma_jax",
+             held: contextlib.ExitStack | None = None, stop=None) -> int:
+    """Train config.env (gymnasium/<id>) to config.max_steps; the CLI's outputs. Returns the exit code.
+
+    held: where the run directory's lock is kept until the caller returns (cli.run passes its ExitStack; a
+    resumed directory is already locked); stop: the caller's stopping.StopRequests (SIGINT / SIGTERM stop after
+    the running iteration, with a checkpoint)."""
     from .checkpoint import Checkpointer
     from .monitor import RunMonitor, summarize_returns
     from .plot import plot_runs
+    from .stopping import StopRequests, announce_stop, signal_name
+
+    if held is None:
+        with contextlib.ExitStack() as own:
+            return run_host(args, config, hparams, out_dir, resuming, solved_at, prog, own, stop)
+    if stop is None:
+        stop = held.enter_context(StopRequests())
+    stop.on_first = lambda signum: announce_stop(signum, "the end of the running iteration")
 
     check_args(args)
     config.validate()
@@ -115,20 +130,22 @@ def run_host(args: argparse.Namespace, config: Config, hparams: HParams, out_dir
     agent = Agent.from_config(spec, config, hparams)  # ConfigError (one line) for bad settings
     if not resuming:
         try:
-            write_config(out_dir, config, hparams, spec)
+            out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise CliError(f"cannot write the run directory {str(out_dir)!r}: {err.strerror or err}") from None
-    checkpointer = Checkpointer(out_dir)
+        held.enter_context(lock_run_dir(out_dir))
+        refuse_existing_run(out_dir)  # again, under the lock
+        write_config_json(out_dir, config_document(config, hparams, spec, args.checkpoint_every))
+    checkpointer = Checkpointer(out_dir, exclusive=True)
+    held.callback(lambda: checkpointer.close(abandon=stop.requested))
     if resuming:
-        latest = checkpointer.latest_iteration()
-        if latest is None:
-            raise CliError(f"cannot resume {str(out_dir)!r}: it has no checkpoint yet")
-        try:
-            agent.restore_state(checkpointer.restore(agent.state, latest))
-        except ValueError as err:  # e.g. a checkpoint written by an older TrainState layout
-            raise CliError(f"cannot restore {checkpointer.directory}/{latest}: "
-                           f"{str(err).splitlines()[0][:200]}") from None
-        say(f"resuming from the checkpoint after iteration {latest} (the learner exactly; episodes start afresh)")
+        latest, restored = restore_or_restart(checkpointer, agent.state, out_dir)
+        if resume_point(args, config, out_dir, latest):
+            return 0  # finished: result.json untouched
+        if latest is not None:
+            agent.restore_state(restored)
+            say(f"resuming from the checkpoint after iteration {latest} (the learner exactly; episodes start "
+                "afresh)")
     agent.warm_up(eval_batch=config.eval_episodes if config.eval_every else None)
     compile_s = time.perf_counter() - t_compile
     say(f"compiled in {compile_s:.1f} s")
@@ -142,9 +159,10 @@ def run_host(args: argparse.Namespace, config: Config, hparams: HParams, out_dir
     monitor.start()
     t_run = time.perf_counter()
     iteration = start_iteration
+    stop.deferring = True  # a first SIGINT / SIGTERM ends the running iteration, then saves
     try:
         obs, _ = vec.reset(seed=config.seed + start_iteration)
-        while iteration < n_iter:
+        while iteration < n_iter and not stop.requested:
             obs = collect(agent, vec, obs, config.rollout_len)
             try:
                 agent.update_with_memorized()
@@ -160,6 +178,8 @@ def run_host(args: argparse.Namespace, config: Config, hparams: HParams, out_dir
                     agent, env_id, config.eval_episodes, config.action_repeat, config.seed + EVAL_SEED_OFFSET,
                     max_decisions)))
             monitor({name: row[name] for name in METRIC_NAMES})
+            if monitor.write_error is not None:
+                raise RunFailure(monitor.write_error)
             if failed_at is not None:
                 break
             if args.checkpoint_every and iteration % args.checkpoint_every == 0:
@@ -168,11 +188,17 @@ def run_host(args: argparse.Namespace, config: Config, hparams: HParams, out_dir
         if checkpointer.latest_iteration() != done:
             checkpointer.save(done, agent.state)  # the last good state
     finally:
+        stop.deferring = False
         vec.close()
         monitor.close()
-        checkpointer.close()
+    if monitor.write_error is not None:
+        raise RunFailure(monitor.write_error)
     run_s = time.perf_counter() - t_run
     done = int(agent.state.iteration)
+    if stop.requested and done < n_iter and failed_at is None:
+        print(f"{prog}: stopped by {signal_name(stop.signum)} after iteration {done} of {n_iter}; checkpoint saved; "
+              f"continue with: {prog} --resume {out_dir}", file=sys.stderr)
+        return 128 + stop.signum
     steps_run = (done - start_iteration) * config.iter_steps
 
     plot_runs([out_dir], out_dir / "curve.png", title=f"{config.mode} on {config.env}")
@@ -185,7 +211,10 @@ def run_host(args: argparse.Namespace, config: Config, hparams: HParams, out_dir
         verdict = f" ({'solved' if final >= solved_at else 'not solved'}: threshold {solved_at:g})"
     if failed_at is not None:
         result["nonfinite_at_iteration"] = failed_at
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    try:
+        (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    except OSError as err:
+        raise RunFailure(f"cannot write {out_dir / 'result.json'}: {err.strerror or err}") from None
     print(f"result: final mean return {final:.1f} (last 5 iterations with episodes), best {best:.1f}{verdict}; "
           f"{steps_run:,} env steps in {run_s:.1f} s ({result['steps_per_s']:,.0f} steps/s) + {compile_s:.1f} s "
           f"compile; saved to {out_dir}")

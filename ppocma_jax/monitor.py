@@ -1,12 +1,21 @@
 """Host-side sinks for the per-iteration metrics that the compiled loop sends out through `jax.debug.callback`.
 
-`RunMonitor` is the callback: it appends one row per iteration to metrics.csv (flushed, so a killed run keeps
-its rows) and prints a progress line (throttled so that printing never dominates a fast run).
+`RunMonitor` is the callback: it appends one row per iteration to metrics.csv and metrics.jsonl (flushed, so a
+killed run keeps its rows) and prints a progress line (throttled so that printing never dominates a fast run).
+
+metrics.jsonl holds every value at full precision (JSON floats round-trip exactly); metrics.csv rounds to 6
+significant digits for reading. On resume both files are rebuilt from the jsonl's rows up to the checkpoint (the
+CSV's only where the jsonl has fewer), so a resumed run's files equal an uninterrupted run's to the last digit
+(wall_s aside). A row cut short by a kill, or otherwise unreadable, ends what is read of either file.
+
+A failed write (a full disk) does not raise inside the compiled program's callback: it is recorded in
+`write_error` (one line naming the file) and the caller stops at the next boundary without checkpointing.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import sys
@@ -37,6 +46,18 @@ def _csv_value(value: float) -> str:
     if float(value).is_integer() and abs(value) < 2**53:
         return str(int(value))
     return f"{value:.6g}"
+
+
+class MetricsWriteError(Exception):
+    """metrics.csv / metrics.jsonl cannot be written: one line naming the file."""
+
+
+def _write_failure(err: BaseException, path: Path) -> str:
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on device writing {path}"
+    if isinstance(err, OSError) and err.strerror:
+        return f"cannot write {path}: {err.strerror}"
+    return f"cannot write {path}: {err}"
 
 
 class RunMonitor:
@@ -71,29 +92,15 @@ class RunMonitor:
         self.first_nonfinite: int | None = None
         self.first_iteration: int | None = None
         self._file = None
+        self._jsonl = None
         self._writer = None
+        self.write_error: str | None = None  # the first failed write, one line (see the module docstring)
         self.wall_offset = 0.0
         if resume_after is not None and out_dir is not None:
-            self.rows = [row for row in read_metrics_csv(Path(out_dir) / "metrics.csv")
-                         if row["iteration"] <= resume_after]
+            self.rows = rows_up_to(Path(out_dir), resume_after)
             self.wall_offset = self.rows[-1]["wall_s"] if self.rows else 0.0
         if out_dir is not None:
-            path = Path(out_dir) / "metrics.csv"
-            tmp = path.with_suffix(".csv.tmp")
-            with open(tmp, "w", newline="") as fh:  # rewrite atomically: header plus the rows kept on resume
-                writer = csv.writer(fh)
-                writer.writerow(self.columns)
-                for row in self.rows:
-                    writer.writerow([_csv_value(row.get(col, float("nan"))) for col in self.columns])
-            tmp.replace(path)
-            self._file = open(path, "a", newline="")
-            self._writer = csv.writer(self._file)
-            jsonl = Path(out_dir) / "metrics.jsonl"
-            with open(jsonl.with_suffix(".jsonl.tmp"), "w") as fh:
-                for row in self.rows:
-                    fh.write(_json_line(row))
-            jsonl.with_suffix(".jsonl.tmp").replace(jsonl)
-            self._jsonl = open(jsonl, "a")
+            self._open(Path(out_dir))
         self._tb = None
         if tensorboard and out_dir is not None:
             from tensorboardX import SummaryWriter
@@ -105,6 +112,32 @@ class RunMonitor:
         if wandb_project is not None and out_dir is not None:
             self._wandb = WandbSink(Path(out_dir), wandb_project, wandb_config or {}, resume_after is not None,
                                     self.label_columns)
+
+    def _open(self, out_dir: Path) -> None:
+        """Rewrite metrics.csv and metrics.jsonl atomically (header plus the rows kept on resume), then open both
+        for appending. Raises MetricsWriteError (one line) when the directory cannot be written."""
+        path = out_dir / "metrics.csv"
+        self._paths = (path, out_dir / "metrics.jsonl")
+        target = path
+        try:
+            with open(path.with_suffix(".csv.tmp"), "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(self.columns)
+                for row in self.rows:
+                    writer.writerow([_csv_value(row.get(col, float("nan"))) for col in self.columns])
+            path.with_suffix(".csv.tmp").replace(path)
+            target = jsonl = out_dir / "metrics.jsonl"
+            with open(jsonl.with_suffix(".jsonl.tmp"), "w") as fh:
+                for row in self.rows:
+                    fh.write(_json_line(row))
+            jsonl.with_suffix(".jsonl.tmp").replace(jsonl)
+            target = path
+            self._file = open(path, "a", newline="")
+            self._writer = csv.writer(self._file)
+            target = jsonl
+            self._jsonl = open(jsonl, "a")
+        except OSError as err:
+            raise MetricsWriteError(_write_failure(err, target)) from None
 
     def start(self) -> None:
         """Call right before the compiled program starts: wall_s counts from here (compile excluded)."""
@@ -147,10 +180,17 @@ class RunMonitor:
             print(f"warning: NaN/Inf in the update of iteration {int(row['iteration'])}{which}: the update is "
                   "discarded and that run stops at its last good state", file=sys.stderr, flush=True)
         if self._writer is not None:
-            self._writer.writerow([_csv_value(row.get(col, float("nan"))) for col in self.columns])
-            self._file.flush()
-            self._jsonl.write(_json_line(row))
-            self._jsonl.flush()
+            target = self._paths[0]
+            try:
+                self._writer.writerow([_csv_value(row.get(col, float("nan"))) for col in self.columns])
+                self._file.flush()
+                target = self._paths[1]
+                self._jsonl.write(_json_line(row))
+                self._jsonl.flush()
+            except (OSError, ValueError) as err:  # ValueError: written after close (an aborted run)
+                if self.write_error is None:
+                    self.write_error = _write_failure(err, target)
+                self._writer = None  # no more rows: the caller stops without checkpointing past them
         if self._tb is not None:
             step = int(row["env_steps"])
             prefix = "" if self.run_labels is None else f"run{run}/"
@@ -202,10 +242,15 @@ class RunMonitor:
         return line
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._jsonl.close()
-            self._file = None
+        self._writer = None
+        files, self._file, self._jsonl = (self._file, self._jsonl), None, None
+        for fh in files:
+            if fh is not None:
+                try:
+                    fh.close()
+                except OSError as err:  # the flush of a full disk
+                    if self.write_error is None:
+                        self.write_error = _write_failure(err, Path(fh.name))
         if self._tb is not None:
             self._tb.close()
             self._tb = None
@@ -271,8 +316,49 @@ def summarize_returns(rows: list[dict[str, float]], last_k: int = 5) -> tuple[fl
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, float]]:
-    """Rows of a metrics.csv as floats (empty cells -> NaN)."""
+    """Rows of a metrics.csv as floats (empty cells -> NaN). Reading stops at the first row that is cut short or
+    malformed (what a kill or a full disk leaves): it and any rows after it are left out."""
     if not Path(path).exists():
         return []
-    with open(path, newline="") as fh:
-        return [{k: float(v) if v != "" else float("nan") for k, v in row.items()} for row in csv.DictReader(fh)]
+    rows: list[dict[str, float]] = []
+    with open(path, newline="", errors="replace") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header:
+            return rows
+        for cells in reader:
+            if len(cells) != len(header):
+                break
+            try:
+                rows.append({k: float(v) if v != "" else float("nan") for k, v in zip(header, cells)})
+            except ValueError:
+                break
+    return rows
+
+
+def read_metrics_jsonl(path: Path) -> list[dict[str, float]]:
+    """Rows of a metrics.jsonl as floats at full precision (null -> NaN). Reading stops at the first line that is
+    cut short or malformed, like read_metrics_csv."""
+    rows: list[dict[str, float]] = []
+    try:
+        fh = open(path, errors="replace")
+    except FileNotFoundError:
+        return rows
+    with fh:
+        for line in fh:
+            try:
+                data = json.loads(line)
+                if not line.endswith("\n") or not isinstance(data, dict) or "iteration" not in data:
+                    break
+                rows.append({k: float("nan") if v is None else float(v) for k, v in data.items()})
+            except (ValueError, TypeError):
+                break
+    return rows
+
+
+def rows_up_to(out_dir: Path, iteration: int) -> list[dict[str, float]]:
+    """The metric rows of iterations <= `iteration` (a checkpoint's): metrics.jsonl's full-precision rows, or
+    metrics.csv's where the jsonl holds fewer (an older run, or a jsonl cut shorter than the CSV)."""
+    from_jsonl = [row for row in read_metrics_jsonl(out_dir / "metrics.jsonl") if row["iteration"] <= iteration]
+    from_csv = [row for row in read_metrics_csv(out_dir / "metrics.csv") if row["iteration"] <= iteration]
+    return from_jsonl if len(from_jsonl) >= len(from_csv) else from_csv

@@ -57,6 +57,9 @@ def test_help_documents_every_flag(capsys):
     (["--env", "gymnax/Pendulum-v1", "--sigma-min", "5"], "sigma_min=5.0 must be below sigma_max"),
     (["--env", "gymnax/CartPole-v1", "--mode", "PPO", "--initial-std", "1"], "for continuous actions"),
     (["--preset", "nonsense"], "unknown preset"),
+    (["--env", "gymnax/Pendulum-v1", "--env_name", "gymnax/CartPole-v1"], "--env and --env_name set the same"),
+    (["-lr", "1e-3", "--learning-rate", "1e-4"], "-lr and --learning-rate set the same"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys, tmp_path):
     assert main(argv + ["--out", str(tmp_path / "run")]) == 2

@@ -5,7 +5,9 @@ one-line message), never a traceback or a hang, and leaves a directory that rest
 Compile time dominates: one tiny configuration, one compiled one-iteration program shared by every test."""
 
 import errno
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -447,3 +449,296 @@ def test_resuming_a_run_halted_by_nan_saves_its_last_good_state_again(tmp_path, 
     err = capsys.readouterr().err
     assert err.count("NaN/Inf at iteration 1") == 2 and "Traceback" not in err and "Error" not in err, err
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["0"]
+
+
+# ---------------------------------------------------------------- the run lifecycle through the CLI (issue 16 part B)
+# One tiny configuration, the one tests/test_checkpoint.py uses: its compiled chunk is shared through the cache.
+CLI_RUN = ["--env", "gymnax/Pendulum-v1", "--iter-steps", "800", "--n-envs", "4", "--n-updates", "5",
+           "--hidden-units", "16", "--pretrain-steps", "20", "--checkpoint-every", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of 6 iterations (checkpoints after 4 and 6)."""
+    from ppocma_jax.cli import main
+
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    assert main(CLI_RUN + ["--max-steps", "4800", "--out", str(run_dir)]) == 0
+    return run_dir
+
+
+def metric_rows(run_dir: Path) -> tuple[list[str], list[str]]:
+    """metrics.csv and metrics.jsonl as text, wall_s (the only column that differs between runs) left out."""
+    import csv
+    import json
+
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    col = rows[0].index("wall_s")
+    csv_text = [",".join(c for i, c in enumerate(r) if i != col) for r in rows]
+    jsonl = [json.dumps({k: v for k, v in json.loads(line).items() if k != "wall_s"})
+             for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return csv_text, jsonl
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    import json
+
+    assert metric_rows(run_dir) == metric_rows(reference)
+    with Checkpointer(run_dir) as a, Checkpointer(reference) as b:
+        assert a.latest_iteration() == b.latest_iteration() == 6
+        like = _like(reference)
+        assert_same_state(a.restore(like), b.restore(like))
+    got, want = (json.loads((d / "result.json").read_text()) for d in (run_dir, reference))
+    assert (got["final_return"], got["best_return"]) == (want["final_return"], want["best_return"])
+
+
+def _like(run_dir: Path):
+    from ppocma_jax.cli import _load_run_config
+
+    config, hparams = _load_run_config(run_dir)
+    return jax.eval_shape(Trainer.build(config).init_state, jax.random.PRNGKey(0), hparams.as_arrays())
+
+
+def cut_last_line(path: Path) -> None:
+    """What a kill in the middle of a write leaves: the last line cut in half, no newline."""
+    text = path.read_text()
+    last = text.rstrip("\n").rsplit("\n", 1)[1]
+    path.write_text(text[: len(text) - len(last) - 1 + len(last) // 2])
+
+
+def test_resume_falls_back_past_a_damaged_checkpoint_and_repairs_cut_metrics(reference, tmp_path, capsys):
+    """Newest checkpoint damaged, last rows of metrics.csv / metrics.jsonl cut in half: resume prints one line for
+    the skipped checkpoint, recomputes from the one before, and ends with files equal to the uninterrupted run's to
+    the last digit (the jsonl's full-precision rows are kept, not re-read from the CSV's 6 digits)."""
+    from ppocma_jax.cli import main
+
+    run_dir = copy_run(reference, tmp_path)
+    truncate(largest_data_file(run_dir / "checkpoints" / "6"))
+    cut_last_line(run_dir / "metrics.csv")
+    cut_last_line(run_dir / "metrics.jsonl")
+    (run_dir / "result.json").unlink()
+    assert main(["--resume", str(run_dir)]) == 0  # --checkpoint-every 2 from config.json
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoint 6 is damaged" in err and "Traceback" not in err, err
+    assert json.loads((run_dir / "config.json").read_text())["checkpoint_every"] == 2
+    assert_same_run(run_dir, reference)
+
+
+def test_a_directory_killed_before_its_first_checkpoint_restarts(reference, tmp_path, capsys):
+    """Killed during compilation: config.json, nothing else. A new run into it says to use --resume, which starts
+    the run again from scratch in the same directory."""
+    from ppocma_jax.cli import main
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(reference / "config.json", run_dir / "config.json")
+    (run_dir / "metrics.csv").write_text((reference / "metrics.csv").read_text().splitlines()[0] + "\n")
+    assert main(CLI_RUN + ["--max-steps", "4800", "--out", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--resume {run_dir}" in err and "before its first checkpoint" in err
+    assert main(["--resume", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "starting the run again from scratch" in err
+    assert_same_run(run_dir, reference)
+
+
+def test_resuming_a_finished_run_changes_nothing(reference, tmp_path, capsys):
+    from ppocma_jax.cli import main
+
+    run_dir = copy_run(reference, tmp_path)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.name != ".lock"}
+    assert main(["--resume", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "is finished: 6 iterations (4,800 env steps)" in out and "compiled" not in out
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.name != ".lock"} == before
+    assert main(["--resume", str(run_dir), "--max-steps", "3200"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "below the newest checkpoint" in err and "4800" in err
+
+
+def test_a_second_writer_of_a_run_directory_is_one_line(reference, tmp_path, capsys):
+    from ppocma_jax.cli import main
+    from ppocma_jax.runlock import RunLock
+
+    run_dir = copy_run(reference, tmp_path)
+    with RunLock.acquire(run_dir):
+        assert main(["--resume", str(run_dir), "--max-steps", "5600"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is in use by" in err
+
+
+def test_nan_halt_then_continue_with_a_lower_learning_rate(tmp_path, capsys):
+    """A run halted by NaN keeps its last good state; --resume with a lower rate continues it from there, and
+    config.json records the change (its hparams are the new ones; "continued" says when and what)."""
+    from ppocma_jax.cli import main
+
+    out = tmp_path / "run"
+    argv = ["--env", "gymnax/Pendulum-v1", "--max-steps", "1600", "--iter-steps", "800", "--n-envs", "4",
+            "--n-updates", "5", "--hidden-units", "16", "--pretrain-steps", "20", "--critic-learning-rate", "1e30",
+            "--checkpoint-every", "1", "--quiet", "--out", str(out)]
+    assert main(argv) == 1
+    capsys.readouterr()
+    assert main(["--resume", str(out), "--critic-learning-rate", "5e-4"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "NaN" not in err, err
+    document = json.loads((out / "config.json").read_text())
+    assert document["hparams"]["critic_learning_rate"] == 5e-4
+    assert document["continued"] == [{"after_iteration": 0, "changed": {"critic_learning_rate": [1e30, 5e-4]}}]
+    assert [(r["iteration"], r["finite"]) for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+            ] == [(1, 1), (2, 1)]
+    assert "nonfinite_at_iteration" not in json.loads((out / "result.json").read_text())
+    assert main(["--resume", str(out), "--mode", "PPO"]) == 2  # static settings still cannot change
+    assert main(["--resume", str(out), "--learning-rate", "-1", "--max-steps", "2400"]) == 2
+    assert "learning_rate must be > 0" in capsys.readouterr().err
+
+
+class _FullDiskAfter:
+    """A text file whose writes fail with ENOSPC once `budget` more writes were made (a disk filling up)."""
+
+    def __init__(self, fh, budget: list[int]):
+        self._fh, self._budget = fh, budget
+
+    def write(self, text):
+        self._budget[0] -= 1
+        if self._budget[0] < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self._fh.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+
+def test_a_full_disk_in_the_metrics_write_is_one_line_and_resumes(reference, tmp_path, capsys, monkeypatch):
+    import builtins
+
+    from ppocma_jax import monitor
+    from ppocma_jax.cli import main
+
+    budget = [2]  # metrics.csv takes rows 1 and 2, then the disk is full
+    real_open = builtins.open
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        fh = real_open(path, mode, *args, **kwargs)
+        return _FullDiskAfter(fh, budget) if str(path).endswith("metrics.csv") and mode == "a" else fh
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(monitor, "open", fake_open, raising=False)
+    assert main(CLI_RUN + ["--max-steps", "4800", "--out", str(run_dir)]) == 1
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"no space left on device writing {run_dir / 'metrics.csv'}" in err and f"--resume {run_dir}" in err
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["2"]  # none past the lost rows
+    assert main(["--resume", str(run_dir)]) == 0
+    assert_same_run(run_dir, reference)
+
+
+SIGNALLED_RUN = [sys.executable, "-m", "ppocma_jax"] + CLI_RUN + ["--max-steps", "80000"]
+
+
+def start_and_signal(run_dir: Path, signum: int, times: int) -> subprocess.CompletedProcess:
+    """Start a long run, send `signum` `times` times once its first checkpoint is complete; its exit."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(SIGNALLED_RUN + ["--out", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "2" / "commit_success.txt").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    for _ in range(times):
+        os.kill(proc.pid, signum)
+        time.sleep(0.05)
+    t0 = time.time()
+    out, err = proc.communicate(timeout=60)
+    assert time.time() - t0 < 30  # no hang
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("signum,times", [(signal.SIGTERM, 1), (signal.SIGINT, 2)], ids=["sigterm", "ctrl-c-twice"])
+def test_a_signal_stops_with_a_checkpoint_and_the_run_resumes(reference, tmp_path, signum, times):
+    """One SIGTERM / Ctrl-C: stop at the end of the running chunk, save it, say how to resume, exit 143 / 130.
+    A second one: stop at once (the write in flight abandoned). Either way --resume ends where an uninterrupted
+    run ends."""
+    from ppocma_jax.cli import main
+
+    run_dir = tmp_path / "run"
+    proc = start_and_signal(run_dir, signum, times)
+    assert proc.returncode == 128 + signum, proc.stderr
+    assert "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"continue with: python -m ppocma_jax --resume {run_dir}" in last, proc.stderr
+    if times == 1:
+        stopped_at = int(re.search(r"after iteration (\d+) of 100; checkpoint saved", last).group(1))
+        assert Checkpointer(run_dir).latest_iteration() == stopped_at
+    assert main(["--resume", str(run_dir), "--max-steps", "4800"]) == 0
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if not p.name.isdigit()]  # staging folders cleaned
+    document = json.loads((run_dir / "config.json").read_text())
+    assert document["config"]["max_steps"] == 4800 and document["continued"][0]["changed"] == {
+        "max_steps": [80000, 4800]}
+    assert_same_run(run_dir, reference)
+
+
+def test_sigterm_stops_a_gymnasium_run_after_the_running_iteration(tmp_path):
+    """The host loop (host_train.py) checks between iterations: one SIGTERM saves the iteration reached, exits 143
+    with the resume line, and --resume continues from there."""
+    pytest.importorskip("gymnasium")
+    from ppocma_jax.cli import main
+
+    run_dir = tmp_path / "run"
+    argv = ["--env", "gymnasium/Pendulum-v1", "--iter-steps", "2000", "--n-envs", "8", "--hidden-units", "32",
+            "--policy-init", "analytic", "--eval-every", "2", "--eval-episodes", "2", "--checkpoint-every", "1",
+            "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "ppocma_jax"] + argv + ["--max-steps", "2000000", "--out",
+                                                                            str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "1" / "commit_success.txt").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    stopped_at = int(re.search(r"after iteration (\d+) of 1000; checkpoint saved; continue with: python -m "
+                               r"ppocma_jax --resume ", err).group(1))
+    assert Checkpointer(run_dir).latest_iteration() == stopped_at
+    assert main(["--resume", str(run_dir), "--max-steps", str(2000 * (stopped_at + 1))]) == 0
+    assert Checkpointer(run_dir).latest_iteration() == stopped_at + 1
+    rows = (run_dir / "metrics.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, stopped_at + 2))
+
+
+def test_a_full_disk_in_a_checkpoint_write_during_a_run_is_one_line_and_resumes(reference, tmp_path, capsys,
+                                                                                 monkeypatch):
+    from ppocma_jax import checkpoint
+    from ppocma_jax.cli import main
+
+    real_save = checkpoint.Checkpointer.save
+
+    def save(self, iteration, state):
+        if iteration == 4:
+            raise CheckpointNoSpaceError(f"no space left on device writing {self.directory / str(iteration)}")
+        return real_save(self, iteration, state)
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
+    assert main(CLI_RUN + ["--max-steps", "4800", "--out", str(run_dir)]) == 1
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no space left on device writing" in err and f"--resume {run_dir}" in err, err
+    assert main(["--resume", str(run_dir)]) == 0
+    assert_same_run(run_dir, reference)
+
+
+def test_resume_refuses_to_change_a_swept_hyperparameter(reference, tmp_path, capsys):
+    from ppocma_jax.cli import main
+
+    run_dir = copy_run(reference, tmp_path)
+    document = json.loads((run_dir / "config.json").read_text())
+    document["runs"] = {"seeds": [0, 1], "swept": ["learning_rate"],
+                        "changes": [{"learning_rate": 1e-4, "critic_learning_rate": 1e-4}]}
+    (run_dir / "config.json").write_text(json.dumps(document))
+    assert main(["--resume", str(run_dir), "--learning-rate", "1e-3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot change critic_learning_rate, learning_rate: the sweep sets it" in err
