@@ -242,6 +242,8 @@ class Trainer:
         iterations vary in length); the PPO-CMA history needs exactly `samples_per_iter` samples.
         """
         cfg = self.config
+        if replay is not None and not cfg.is_cma:  # _joint_update draws its own rows: say so rather than ignore
+            raise ValueError(f"replay indices are for the PPO-CMA modes; mode {cfg.mode} has no variance / mean pass")
         scaler = scaler_update(state.scaler, traj.obs, cfg.obs_norm)
 
         critic_params, critic_opt, critic_loss, advantages, value_mean = self._critic_and_advantages(

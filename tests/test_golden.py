@@ -38,8 +38,7 @@ TOL_PARAMS, TOL_ADAM, TOL_SCALER, TOL_LOGVAR_MID = 1e-5, 1e-6, 1e-6, 2e-5
 
 
 def _golden_setup(data: dict[str, np.ndarray]) -> tuple[Trainer, HParams]:
-    low = tuple(float(v) for v in (data["low"] if "low" in data else (-1.0, -1.0)))
-    high = tuple(float(v) for v in (data["high"] if "high" in data else (1.0, 1.0)))
+    low, high = (tuple(float(v) for v in data[k]) for k in ("low", "high"))
     n = data["batch/obs"].shape[0]
     m = data["indices/critic"].shape[1]
     u = data["indices/critic"].shape[0]
@@ -53,9 +52,10 @@ def _golden_setup(data: dict[str, np.ndarray]) -> tuple[Trainer, HParams]:
 def _load(name: str) -> dict[str, np.ndarray]:
     with np.load(DATA / name) as f:
         data = {k: f[k] for k in f.files}
-    box = "asym" if "asym" in name else "sym"
-    if box == "asym":  # the asymmetric box of the reference: low = [-1, -2], high = [1, 3]
-        data["low"], data["high"] = np.array([-1.0, -2.0]), np.array([1.0, 3.0])
+    # the reference's action boxes (its json): [-1, 1]^2, and low = [-1, -2], high = [1, 3] for the asymmetric one
+    asym = "asym" in name
+    data["low"] = np.array([-1.0, -2.0] if asym else [-1.0, -1.0])
+    data["high"] = np.array([1.0, 3.0] if asym else [1.0, 1.0])
     return data
 
 
@@ -65,12 +65,11 @@ def _mlp(data, prefix: str) -> list[dict[str, jax.Array]]:
 
 
 def _adam(data, stage: str, net: str, like):
-    moments = [{p: jnp.asarray(data[f"adam/{stage}/{net}/layer{i}/{p}/{k}"], jnp.float32) for p in ("w", "b")}
-               for i in range(3) for k in ("m",)]
-    second = [{p: jnp.asarray(data[f"adam/{stage}/{net}/layer{i}/{p}/v"], jnp.float32) for p in ("w", "b")}
-              for i in range(3)]
-    count = jnp.asarray(data[f"adam/{stage}/{net}/step"], like.count.dtype)
-    return like._replace(count=count, mu=moments, nu=second)
+    """The reference's Adam state of `net` in optax's layout (same moments; optax's count = the TF1 step)."""
+    moment = lambda k: [{p: jnp.asarray(data[f"adam/{stage}/{net}/layer{i}/{p}/{k}"], jnp.float32) for p in ("w", "b")}
+                        for i in range(3)]
+    return like._replace(count=jnp.asarray(data[f"adam/{stage}/{net}/step"], like.count.dtype), mu=moment("m"),
+                         nu=moment("v"))
 
 
 def _before_state(trainer: Trainer, hp: HParams, data):
