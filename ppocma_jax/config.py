@@ -49,7 +49,9 @@ def _help(text: str, **kwargs: Any) -> Any:
 class Config:
     """Static configuration: everything that fixes shapes or code paths (changing it recompiles)."""
 
-    env: str = _help("environment as SUITE/NAME, e.g. gymnax/Pendulum-v1", default="gymnax/MountainCarContinuous-v0")
+    env: str = _help("environment as SUITE/NAME, e.g. gymnax/Pendulum-v1, or your own as module.path:factory or "
+                     "file.py:factory (a zero-argument callable returning a gymnax Environment, (env, params), a "
+                     "Brax Env or our Env protocol)", default="gymnax/MountainCarContinuous-v0")
     mode: str = _help("algorithm: " + ", ".join(MODES), default="PPO-CMA-m")
     backend: str | None = _help("Brax physics backend: spring, positional, generalized or mjx (default: the "
                                 "fastest sound one on CPU for that env; brax envs only)", default=None)

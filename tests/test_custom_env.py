@@ -1,60 +1,14 @@
-"""Env objects instead of registered names: a gymnax Environment subclass defined here, our Env protocol, and a
-one-line EnvError for objects that fit neither (envs.wrap_env, make_train(config, env=...))."""
+"""Env objects instead of registered names: a gymnax Environment subclass (tests/env_factories.py), our Env
+protocol, a Brax env object, factories named on the CLI (`--env module:factory`), and one-line errors for objects
+and factories that fit none (envs.wrap_env, envs/factory.py, make_train(config, env=...))."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import struct
-from gymnax.environments import environment, spaces
+from env_factories import ReachTarget, TargetParams
 
 from ppocma_jax import Config, make_train
-from ppocma_jax.envs import EnvError, make_env, wrap_env
-
-
-@struct.dataclass
-class TargetState(environment.EnvState):
-    target: jax.Array  # [2]
-
-
-@struct.dataclass
-class TargetParams(environment.EnvParams):
-    max_steps_in_episode: int = 8
-    scale: float = 1.0
-
-
-class ReachTarget(environment.Environment):
-    """Each step a fresh target t in [-0.5, 0.5]^2 (observed as a 2x1 box, to test flattening); reward -|a - t|^2.
-    The optimum (a = t, return 0) is a linear function of the observation: learnable in a few iterations."""
-
-    @property
-    def default_params(self) -> TargetParams:
-        return TargetParams()
-
-    def _target(self, key):
-        return jax.random.uniform(key, (2,), minval=-0.5, maxval=0.5)
-
-    def step_env(self, key, state, action, params):
-        reward = -params.scale * jnp.sum((action.reshape(2) - state.target) ** 2)
-        state = TargetState(time=state.time + 1, target=self._target(key))
-        done = self.is_terminal(state, params)
-        return self.get_obs(state), state, reward, done, {}
-
-    def reset_env(self, key, params):
-        state = TargetState(time=0, target=self._target(key))
-        return self.get_obs(state), state
-
-    def get_obs(self, state, params=None, key=None):
-        return state.target.reshape(2, 1)
-
-    def is_terminal(self, state, params):
-        return state.time >= params.max_steps_in_episode
-
-    def action_space(self, params=None):
-        return spaces.Box(-1.0, 1.0, (2,), jnp.float32)
-
-    def observation_space(self, params):
-        return spaces.Box(-0.5, 0.5, (2, 1), jnp.float32)
+from ppocma_jax.envs import EnvError, UnknownEnvError, make_env, wrap_env
 
 
 def test_wrap_gymnax_object_spec_and_name():
@@ -115,3 +69,58 @@ def test_brax_env_object_with_a_changed_parameter_trains():
     assert np.all(np.isnan(returns) | ((returns >= 1.0) & (returns <= 50.0))), returns
     with pytest.raises(EnvError, match="episode_length applies to Brax env objects only"):
         wrap_env(ReachTarget(), episode_length=10)
+
+
+FACTORY_RUN = ["--env", "tests.env_factories:reach_target", "--iter-steps", "128", "--n-envs", "8", "--n-updates",
+               "20", "--eval_every", "0", "--checkpoint-every", "4", "--quiet"]
+
+
+def test_a_factory_env_learns_through_the_cli_and_resumes_from_config_json(tmp_path, monkeypatch, capsys):
+    """`--env module:factory` trains the factory's env; config.json records the spec, so --resume rebuilds it."""
+    import json
+
+    from ppocma_jax.cli import main
+    from ppocma_jax.monitor import read_metrics_csv
+
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).parent.parent)  # `tests.` resolves from the repo root
+    out = tmp_path / "run"
+    assert main(FACTORY_RUN + ["--max-steps", "1024", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["env"] == "tests.env_factories:reach_target"
+    assert main(["--resume", str(out), "--max-steps", "2048", "--quiet"]) == 0
+    r = np.array([row["mean_return"] for row in read_metrics_csv(out / "metrics.csv")])
+    assert len(r) == 16 and np.all(np.isfinite(r))
+    assert r[0] < -3 and r[-3:].mean() > r[0] / 3, r  # random actions score about -6.7 (see above)
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("tests.no_such_module:f", "cannot import module 'tests.no_such_module'"),
+    ("tests.env_factories:missing", "has no attribute 'missing'"),
+    ("tests.env_factories:NOT_CALLABLE", "is a int, not a callable"),
+    ("tests.env_factories:broken", "raised RuntimeError: simulator licence not found"),
+    ("tests.env_factories:not_an_env", "returned an unusable object: int is not an environment"),
+    ("tests.env_factories:", "must be 'module.path:callable'"),
+    ("no/such/file.py:make", "no file"),
+])
+def test_bad_env_factories_are_one_line_exit_2_and_leave_no_run_directory(spec, words, tmp_path, monkeypatch,
+                                                                           capsys):
+    from ppocma_jax.cli import main
+
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).parent.parent)
+    assert main(["--env", spec, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(UnknownEnvError):
+        make_env(spec)
+
+
+def test_a_factory_file_path_is_recorded_absolute(tmp_path):
+    from ppocma_jax.envs import canonical_env_name
+
+    path = tmp_path / "my_env.py"
+    path.write_text("from gymnax.environments.classic_control import pendulum\n"
+                    "def make():\n    return pendulum.Pendulum()\n")
+    spec = canonical_env_name(f"{path}:make")
+    assert spec == f"{path.resolve()}:make"
+    env = make_env(spec)
+    assert env.spec.name == spec and env.spec.obs_dim == 3 and env.spec.action_dim == 1

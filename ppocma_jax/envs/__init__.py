@@ -1,4 +1,8 @@
-"""Environment registry: `make_env("suite/name")` -> an `Env`; `list_envs()` for the CLI."""
+"""Environment registry: `make_env("suite/name")` -> an `Env`; `list_envs()` for the CLI.
+
+Besides registered names, `make_env` takes a factory spec `module.path:factory` or `path/to/file.py:factory`
+(envs/factory.py): a zero-argument callable returning an env object that `wrap_env` accepts.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +37,15 @@ def _split(name: str) -> tuple[str, str]:
 
 
 def canonical_env_name(name: str) -> str:
+    """`suite/name` for a registered env (bare gymnax ids get their suite); a factory spec is imported and built
+    once here, so a bad factory is one line before anything is written, and comes back with a file path made
+    absolute."""
+    from .factory import canonical_factory_spec, is_factory_spec, make_factory_env
+
+    if is_factory_spec(name):
+        spec = canonical_factory_spec(name)
+        make_factory_env(spec)
+        return spec
     suite, env_name = _split(name)
     return f"{suite}/{env_name}"
 
@@ -42,8 +55,16 @@ def make_env(name: str, action_repeat: int = 1, backend: str | None = None,
     """Build the env named `suite/name` (one instance; the trainer vmaps it).
 
     `backend` and `episode_length` (simulator steps) apply to Brax envs only; None means the env's default
-    (`brax_env.DEFAULT_BACKEND`, 1000 steps).
+    (`brax_env.DEFAULT_BACKEND`, 1000 steps). A factory spec (`module:factory`, see envs/factory.py) builds
+    the env its factory returns.
     """
+    from .factory import is_factory_spec, make_factory_env
+
+    if is_factory_spec(name):
+        if backend is not None:
+            raise UnknownEnvError(f"--backend does not apply to the env factory {name!r}: build the Brax env with "
+                                  "the backend you want inside the factory")
+        return make_factory_env(name, action_repeat, episode_length)
     suite, env_name = _split(name)
     if suite != "brax" and (backend is not None or episode_length is not None):
         raise UnknownEnvError(f"backend / episode_length apply to brax envs only, not to {suite}/{env_name}")
