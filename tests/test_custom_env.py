@@ -51,11 +51,17 @@ def test_custom_gymnax_env_learns_under_ppo_cma_m():
     assert r[0] < -3 and r[-3:].mean() > r[0] / 3, r
 
 
-def test_brax_env_object_with_a_changed_parameter_trains():
-    """One small program (Brax compiles are slow): a Brax env built by the user with a changed parameter
-    (n_frames, physics steps per env step) trains through make_train(config, env=...) with our time limit."""
+def test_brax_env_object_with_a_changed_parameter_trains_and_resumes_exactly(tmp_path):
+    """A Brax env built by the user with a changed parameter (n_frames, physics steps per env step) trains through
+    Trainer.build(config, env=...) with our time limit, and a checkpoint of iteration 1 continued for one more
+    iteration equals two uninterrupted iterations bit for bit. One compiled one-iteration chunk serves both paths
+    (Brax compiles are slow)."""
     pytest.importorskip("brax")
     from brax import envs
+
+    from ppocma_jax import HParams
+    from ppocma_jax.checkpoint import Checkpointer
+    from ppocma_jax.train import Trainer
 
     raw = envs.get_environment("inverted_pendulum", backend="spring", n_frames=3)
     env = wrap_env(raw, name="pendulum-3frames", episode_length=50)
@@ -63,9 +69,22 @@ def test_brax_env_object_with_a_changed_parameter_trains():
     assert env.spec.obs_dim == 4 and env.spec.action_dim == 1
     config = Config(env="pendulum-3frames", max_steps=256, iter_steps=128, n_envs=8, n_updates=5, batch_size=64,
                     hidden_units=16, pretrain_steps=10, history_buffer_size=2, eval_every=0)
-    state, metrics = jax.jit(make_train(config, env=env))(jax.random.PRNGKey(0))
-    assert np.all(np.asarray(metrics["finite"]) == 1) and int(state.iteration) == 2
-    returns = np.asarray(metrics["mean_return"])  # episodes end by falling over or at the 50-step limit
+    trainer = Trainer.build(config, env=env)
+    hp = HParams().as_arrays()
+    one_iteration = jax.jit(lambda st: trainer.run(st, hp, 1))
+    state = jax.jit(trainer.init_state)(jax.random.PRNGKey(0), hp)
+    after_one, m1 = one_iteration(state)
+    with Checkpointer(tmp_path / "ckpt") as checkpointer:
+        checkpointer.save(1, after_one)
+        restored = checkpointer.restore(jax.eval_shape(lambda: after_one))
+    resumed, _ = one_iteration(restored)
+    straight, m2 = one_iteration(after_one)
+    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(straight.iteration) == 2
+    returns = np.concatenate([np.asarray(m1["mean_return"]), np.asarray(m2["mean_return"])])
+    assert np.all(np.asarray(m2["finite"]) == 1)
+    # episodes end by falling over or at the 50-step limit
     assert np.all(np.isnan(returns) | ((returns >= 1.0) & (returns <= 50.0))), returns
     with pytest.raises(EnvError, match="episode_length applies to Brax env objects only"):
         wrap_env(ReachTarget(), episode_length=10)
