@@ -5,7 +5,6 @@ checkpoint; --video also renders one deterministic episode to RUN_DIR/render_<it
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Sequence
 import jax
 
 from .evaluation import episode_limit, evaluate_policy
+from .rundir import write_json_atomic
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,13 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from .checkpoint import CheckpointError, Checkpointer, has_checkpoint
-    from .cli import _load_run_config
+    from .rundir import load_config
     from .errors import CliError
     from .train import Trainer
 
     run_dir = Path(args.run_dir)
     try:
-        config, hparams = _load_run_config(run_dir)
+        config, hparams, _ = load_config(run_dir)
     except CliError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
@@ -97,13 +97,13 @@ def _report(run_dir: Path, config, iteration: int, env_steps: int, kind: str, re
           f"({env_steps:,} env steps): {kind} return {mean:.1f} +- {std:.1f} over {len(returns)} episodes")
     out = {"iteration": iteration, "env_steps": env_steps, "mode": kind, "returns": returns, "mean": mean,
            "std": std}
-    (run_dir / f"eval_{kind}.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_json_atomic(run_dir / f"eval_{kind}.json", out)
 
 
 def _evaluate_host(run_dir: Path, config, args: argparse.Namespace, prog: str) -> int:
     """A gymnasium run: load it as an Agent and play episodes on the host, one per gymnasium env instance."""
     from .agent import Agent, AgentError
-    from .host_train import EVAL_MAX_DECISIONS, run_episodes
+    from .host_train import run_episodes
 
     if args.video or args.iteration is not None:
         print(f"{prog}: error: --video and --iteration are not available for gymnasium runs (the newest "
@@ -115,7 +115,7 @@ def _evaluate_host(run_dir: Path, config, args: argparse.Namespace, prog: str) -
         print(f"{prog}: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 2
     env_id = config.env.split("/", 1)[1]
-    max_decisions = agent.spec.max_episode_steps or EVAL_MAX_DECISIONS
+    max_decisions = episode_limit(agent.spec)
     returns = run_episodes(agent, env_id, args.episodes, config.action_repeat, args.seed, max_decisions,
                            deterministic=not args.stochastic)
     kind = "stochastic" if args.stochastic else "deterministic"
