@@ -258,17 +258,28 @@ def _loop(job: Job, run: RunDir, trainer: Any, runs: Any, layout: _Layout, check
     finally:
         stop.deferring = False
         monitor.close()
+    return _outcome(job, run, runs, monitor, checkpointer, state, start_iteration, done_iterations, compile_s,
+                    time.perf_counter() - t_run)
+
+
+def _outcome(job: Job, run: RunDir, runs: Any, monitor: Any, checkpointer: Any, state: Any, start_iteration: int,
+             done_iterations: int, compile_s: float, run_s: float) -> Outcome:
+    """The loop's end as an Outcome (a failed metrics write is RunFailure: the rows after the last checkpoint are
+    missing). Several processes each print a state checksum; process 0 alone reports and writes."""
+    import jax
+
+    from . import distributed
+
     if monitor.write_error is not None:
         raise RunFailure(monitor.write_error)
-    run_s = time.perf_counter() - t_run
-    stopped = stop.requested and done_iterations < n_iter and not monitor.all_runs_failed()
-    if not stopped and jax.process_count() > 1:  # every process took part; process 0 alone reports and writes
+    stop = job.stop
+    stopped = stop.requested and done_iterations < job.config.n_iterations and not monitor.all_runs_failed()
+    if not stopped and jax.process_count() > 1:  # every process took part
         print(f"process {jax.process_index()} of {jax.process_count()}: {done_iterations} iterations, state "
               f"checksum {distributed.checksum(state):.9g}", flush=True)
-    outcome = Outcome(config, monitor.rows, None if runs is None else runs.labels, start_iteration,
-                      done_iterations, compile_s, run_s, checkpointer.directory, monitor.first_nonfinite,
-                      len(monitor.failed_runs), stop.signum if stopped else None, run.primary, state=state)
-    return outcome
+    return Outcome(job.config, monitor.rows, None if runs is None else runs.labels, start_iteration,
+                   done_iterations, compile_s, run_s, checkpointer.directory, monitor.first_nonfinite,
+                   len(monitor.failed_runs), stop.signum if stopped else None, run.primary, state=state)
 
 
 def _render(trainer: Any, state: Any, rows: list[dict], runs: Any, run: RunDir, seed: int, say) -> None:
