@@ -10,7 +10,6 @@ finished; the CLI reports it with `outcome.finish`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from typing import Any
@@ -197,14 +196,14 @@ def _monitor(job: Job, run: RunDir, runs: Any, start_iteration: int) -> Any:
                       quiet=args.quiet or not run.primary, verbose=args.verbose,
                       resume_after=start_iteration if job.resuming else None, tensorboard=args.tensorboard,
                       wandb_project=(args.wandb_project or "ppocma_jax") if args.wandb else None,
-                      wandb_config=json.loads((run.path / "config.json").read_text()) if args.wandb else None,
+                      wandb_config=run.document if args.wandb else None,
                       run_labels=None if runs is None else runs.labels)
 
 
 def _loop(job: Job, run: RunDir, trainer: Any, runs: Any, layout: _Layout, checkpointer: Any, state: Any,
           t_compile: float, say) -> Outcome:
-    """Compile one chunk, then run chunks with a checkpoint after each (the statements below are the chunk loop
-    as it stood in cli.py before the run wing was split; keep them together)."""
+    """Compile one chunk of `checkpoint_every` iterations, then run chunks with a checkpoint after each, until
+    the run ends, NaN/Inf stops every run, or a stop is requested."""
     import jax
     import numpy as np
 
