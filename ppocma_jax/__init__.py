@@ -11,7 +11,8 @@ Public API:
 from .agent import Agent
 from .config import MODES, Config, ConfigError, HParams
 from .envs import EnvError, list_envs, make_env, wrap_env
-from .train import METRIC_NAMES, Trainer, TrainState, make_train
+from .metrics import METRIC_NAMES
+from .train import Trainer, TrainState, make_train
 
 __all__ = ["Agent", "Config", "HParams", "ConfigError", "MODES", "make_train", "Trainer", "TrainState", "METRIC_NAMES",
            "make_env", "list_envs", "wrap_env", "EnvError"]

@@ -26,7 +26,6 @@ minibatch draws and the history's per-iteration weighting); one compiled shape k
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import secrets
@@ -42,11 +41,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import Config, ConfigError, HParams, config_fields, from_jsonable, hparams_fields, to_jsonable
+from .config import (Config, ConfigError, HParams, config_fields, from_jsonable, hparams_fields, link_learning_rates,
+                     to_jsonable)
 from .envs.base import EnvSpec
 from .normalize import ScalerState, scaler_apply
 from .policy import Policy, PolicyParams
 from .rollout import Transition
+from .rundir import CONFIG_FILE, read_document, write_json_atomic
 from .train import Trainer, TrainState, iteration_keys
 
 AGENT_ENV = "host/agent"  # Config.env of an Agent: its data comes from the caller, not from a JAX env
@@ -111,14 +112,12 @@ def agent_config(mode: str, seed: int, hyperparameters: dict[str, Any]) -> tuple
             raise ConfigError(f"unknown Agent hyperparameter {name!r}; valid: "
                               f"{', '.join(sorted(cfg_names | hp_names))}")
     cfg = {k: v for k, v in hyperparameters.items() if k in cfg_names}
-    hp = {k: v for k, v in hyperparameters.items() if k in hp_names}
+    hp = link_learning_rates({k: v for k, v in hyperparameters.items() if k in hp_names})
     cfg.setdefault("n_envs", 1)
     cfg.setdefault("max_steps", max(Config.max_steps, int(cfg.get("iter_steps", Config.iter_steps))))
     for key in ("initial_mean", "initial_std"):
         if cfg.get(key) is not None:
             cfg[key] = tuple(float(v) for v in np.atleast_1d(cfg[key]))
-    if "learning_rate" in hp and "critic_learning_rate" not in hp:
-        hp["critic_learning_rate"] = hp["learning_rate"]  # the original used one rate for both (as the CLI)
     try:
         config = Config(env=AGENT_ENV, mode=mode, seed=seed, **cfg)
     except TypeError as err:  # pragma: no cover - names are checked above
@@ -408,11 +407,11 @@ class Agent:
 
         if path.exists() and not path.is_dir():
             raise AgentError(f"cannot save the agent to {str(path)!r}: it is a file, not a directory")
-        config_file = path / "config.json"
-        if not any((path / name).exists() for name in ("config.json", CHECKPOINT_DIR, HOST_STATE_FILE)):
+        config_file = path / CONFIG_FILE
+        if not any((path / name).exists() for name in (CONFIG_FILE, CHECKPOINT_DIR, HOST_STATE_FILE)):
             return False
         try:
-            info = json.loads(config_file.read_text()).get("agent")
+            info = read_document(path).get("agent")
         except (OSError, ValueError, AttributeError):
             info = None
         if isinstance(info, dict) and info.get("agent_id") == self._agent_id:
@@ -435,9 +434,7 @@ class Agent:
                              "action_min": list(self.spec.action_low), "action_max": list(self.spec.action_high),
                              "env_name": self.spec.name, "max_episode_steps": self.spec.max_episode_steps,
                              "agent_id": self._agent_id}
-        tmp = path / "config.json.tmp"
-        tmp.write_text(json.dumps(document, indent=2) + "\n")
-        tmp.replace(path / "config.json")
+        write_json_atomic(path / CONFIG_FILE, document)
         with Checkpointer(path) as checkpointer:
             checkpointer.save(int(self.state.iteration), self.state)
         tmp = path / (HOST_STATE_FILE + ".tmp")
@@ -468,7 +465,7 @@ class Agent:
 
         path = Path(path)
         try:
-            document = json.loads((path / "config.json").read_text())
+            document = read_document(path)
             config, hparams = from_jsonable(document)
         except (FileNotFoundError, NotADirectoryError):
             raise AgentError(f"{str(path)!r} holds no saved agent (no config.json)") from None

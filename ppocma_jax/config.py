@@ -272,6 +272,15 @@ def config_fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(Config))
 
 
+def link_learning_rates(changes: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameter changes with the one rule that links two of them: learning_rate also sets
+    critic_learning_rate unless that is given too (the original used one rate for both). Every place that turns
+    user settings into HParams (the CLI, a resume, a sweep, the Agent) applies it through here."""
+    if "learning_rate" in changes and "critic_learning_rate" not in changes:
+        return {**changes, "critic_learning_rate": changes["learning_rate"]}
+    return dict(changes)
+
+
 def to_jsonable(config: Config, hparams: HParams) -> dict[str, Any]:
     """Everything needed to rerun, as plain JSON types."""
     import numpy as np

@@ -5,7 +5,6 @@ checkpoint; --video also renders one deterministic episode to RUN_DIR/render_<it
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -14,11 +13,37 @@ from typing import Sequence
 import jax
 
 from .evaluation import episode_limit, evaluate_policy
+from .rundir import load_config, write_json_atomic
+
+PROG = "python -m ppocma_jax.evaluate"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Evaluate the newest checkpoint of a run directory."""
-    parser = argparse.ArgumentParser(prog="python -m ppocma_jax.evaluate", description=main.__doc__)
+    args = _parser().parse_args(argv)
+    if args.episodes <= 0:
+        print(f"{PROG}: error: --episodes must be positive, got {args.episodes}", file=sys.stderr)
+        return 2
+
+    from .checkpoint import has_checkpoint
+    from .errors import CliError
+
+    run_dir = Path(args.run_dir)
+    try:
+        config, hparams, _ = load_config(run_dir)
+    except CliError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    if not has_checkpoint(run_dir):
+        print(f"{PROG}: error: {run_dir} has no checkpoint", file=sys.stderr)
+        return 2
+    if config.env.startswith("gymnasium/"):
+        return _evaluate_host(run_dir, config, args)
+    return _evaluate_compiled(run_dir, config, hparams, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=main.__doc__)
     parser.add_argument("run_dir", help="a run directory written by python -m ppocma_jax")
     parser.add_argument("--episodes", type=int, default=10, help="episodes, one per env instance (default: 10)")
     parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation env starts")
@@ -26,28 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iteration", type=int, default=None, help="checkpoint to load (default: newest)")
     parser.add_argument("--video", action="store_true",
                         help="also render one deterministic episode to RUN_DIR/render_<iteration>.gif or .html")
-    args = parser.parse_args(argv)
-    prog = "python -m ppocma_jax.evaluate"
-    if args.episodes <= 0:
-        print(f"{prog}: error: --episodes must be positive, got {args.episodes}", file=sys.stderr)
-        return 2
+    return parser
 
-    from .checkpoint import CheckpointError, Checkpointer, has_checkpoint
-    from .cli import _load_run_config
-    from .errors import CliError
+
+def _evaluate_compiled(run_dir: Path, config, hparams, args: argparse.Namespace) -> int:
+    """A JAX suite's run: restore the checkpoint and evaluate it in one compiled program (evaluation.py)."""
+    from .checkpoint import CheckpointError, Checkpointer
     from .train import Trainer
 
-    run_dir = Path(args.run_dir)
-    try:
-        config, hparams = _load_run_config(run_dir)
-    except CliError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    if not has_checkpoint(run_dir):
-        print(f"{prog}: error: {run_dir} has no checkpoint", file=sys.stderr)
-        return 2
-    if config.env.startswith("gymnasium/"):
-        return _evaluate_host(run_dir, config, args, prog)
     trainer = Trainer.build(config)
     if args.video:  # before loading anything: a missing package or an env without a renderer is one line
         from .render import RenderError, render_kind
@@ -55,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             render_kind(trainer.env)
         except RenderError as err:
-            print(f"{prog}: error: --video: {err}", file=sys.stderr)
+            print(f"{PROG}: error: --video: {err}", file=sys.stderr)
             return 2
     hp = hparams.as_arrays()
     like = jax.eval_shape(trainer.init_state, jax.random.PRNGKey(0), hp)
@@ -64,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         iteration = args.iteration if args.iteration is not None else checkpointer.latest_iteration()
         state = checkpointer.restore(like, iteration)
     except (FileNotFoundError, CheckpointError) as err:  # none, damaged, or another configuration's: one line
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     finally:
         checkpointer.close()
@@ -72,20 +83,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     returns = evaluate(trainer.env, trainer.policy, state.policy_params, state.scaler,
                        jax.random.PRNGKey(args.seed), args.episodes, episode_limit(trainer.env), hp,
                        not args.stochastic)
-    returns = [float(r) for r in returns]
     kind = "stochastic" if args.stochastic else "deterministic"
-    _report(run_dir, config, iteration, int(state.env_steps), kind, returns)
-    if args.video:
-        from .render import RenderError, render_episode
+    _report(run_dir, config, iteration, int(state.env_steps), kind, [float(r) for r in returns])
+    return _video(run_dir, trainer, state, iteration, args.seed) if args.video else 0
 
-        try:
-            path = render_episode(trainer.env, trainer.policy, state.policy_params, state.scaler,
-                                  run_dir / f"render_{iteration}", jax.random.PRNGKey(args.seed),
-                                  episode_limit(trainer.env))
-        except RenderError as err:
-            print(f"{prog}: error: --video: {err}", file=sys.stderr)
-            return 1
-        print(f"video: {path}")
+
+def _video(run_dir: Path, trainer, state, iteration: int, seed: int) -> int:
+    """--video: one deterministic episode of the checkpoint to RUN_DIR/render_<iteration>.*."""
+    from .render import RenderError, render_trained
+
+    try:
+        path = render_trained(trainer, state, run_dir / f"render_{iteration}", seed)
+    except RenderError as err:
+        print(f"{PROG}: error: --video: {err}", file=sys.stderr)
+        return 1
+    print(f"video: {path}")
     return 0
 
 
@@ -97,25 +109,25 @@ def _report(run_dir: Path, config, iteration: int, env_steps: int, kind: str, re
           f"({env_steps:,} env steps): {kind} return {mean:.1f} +- {std:.1f} over {len(returns)} episodes")
     out = {"iteration": iteration, "env_steps": env_steps, "mode": kind, "returns": returns, "mean": mean,
            "std": std}
-    (run_dir / f"eval_{kind}.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_json_atomic(run_dir / f"eval_{kind}.json", out)
 
 
-def _evaluate_host(run_dir: Path, config, args: argparse.Namespace, prog: str) -> int:
+def _evaluate_host(run_dir: Path, config, args: argparse.Namespace) -> int:
     """A gymnasium run: load it as an Agent and play episodes on the host, one per gymnasium env instance."""
     from .agent import Agent, AgentError
-    from .host_train import EVAL_MAX_DECISIONS, run_episodes
+    from .host_train import run_episodes
 
     if args.video or args.iteration is not None:
-        print(f"{prog}: error: --video and --iteration are not available for gymnasium runs (the newest "
+        print(f"{PROG}: error: --video and --iteration are not available for gymnasium runs (the newest "
               "checkpoint is evaluated)", file=sys.stderr)
         return 2
     try:
         agent = Agent.load(run_dir)
     except (AgentError, ValueError, FileNotFoundError) as err:
-        print(f"{prog}: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        print(f"{PROG}: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 2
     env_id = config.env.split("/", 1)[1]
-    max_decisions = agent.spec.max_episode_steps or EVAL_MAX_DECISIONS
+    max_decisions = episode_limit(agent.spec)
     returns = run_episodes(agent, env_id, args.episodes, config.action_repeat, args.seed, max_decisions,
                            deterministic=not args.stochastic)
     kind = "stochastic" if args.stochastic else "deterministic"

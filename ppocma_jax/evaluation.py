@@ -11,16 +11,18 @@ import jax
 import jax.numpy as jnp
 
 from .config import HParams
-from .envs.base import Env
+from .envs.base import Env, EnvSpec
 from .normalize import ScalerState, scaler_apply
 from .policy import Policy, PolicyParams
 
 DEFAULT_MAX_EPISODE_STEPS = 1000  # for envs without their own time limit
 
 
-def episode_limit(env: Env) -> int:
-    """Decisions an evaluation episode may take: the env's own time limit, else DEFAULT_MAX_EPISODE_STEPS."""
-    return int(env.spec.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS)
+def episode_limit(env: Env | EnvSpec) -> int:
+    """Decisions an evaluation episode may take: the env's own time limit, else DEFAULT_MAX_EPISODE_STEPS (the
+    same cap in the compiled evaluation and in the host loop's, host_train.run_episodes)."""
+    spec = env if isinstance(env, EnvSpec) else env.spec
+    return int(spec.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS)
 
 
 def evaluate_policy(env: Env, policy: Policy, params: PolicyParams, scaler: ScalerState, key: jax.Array,

@@ -1,8 +1,9 @@
-"""`python -m ppocma_jax --env gymnasium/<id>`: train on a gymnasium env stepped on the host.
+"""The host driver: `python -m ppocma_jax --env gymnasium/<id>`, a gymnasium env stepped on the host.
 
 The loop is the Tutorial's, vectorised: `Agent.act` on the batch of n_envs observations, one step of a gymnasium
 SyncVectorEnv, `Agent.memorize`, and every iter_steps environment steps `Agent.update_with_memorized` (the same
-compiled `Trainer.learn` as the JAX suites). The outputs are the CLI's: config.json, metrics.csv / metrics.jsonl
+compiled `Trainer.learn` as the JAX suites). `train_host(job)` returns the same `Outcome` as the compiled driver
+(compiled_train.py), and the CLI reports both alike (outcome.finish): config.json, metrics.csv / metrics.jsonl
 through `RunMonitor`, deterministic evaluation every eval_every iterations, orbax checkpoints of the TrainState,
 curve.png, result.json and the `result:` line.
 
@@ -13,25 +14,24 @@ and --resume restores the learner exactly but starts fresh episodes (a gymnasium
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import math
-import sys
 import time
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .agent import Agent
-from .cli import lock_run_dir, refuse_existing_run, restore_or_restart, resume_point, write_config_json
-from .errors import CliError, RunFailure
 from .config import Config, HParams, to_jsonable
 from .envs.base import EnvSpec
 from .envs.gymnasium_env import gymnasium_spec, make_vector_env, successor_obs
-from .train import METRIC_NAMES
+from .errors import CliError, RunFailure
+from .evaluation import episode_limit
+from .metrics import METRIC_NAMES
+from .outcome import Outcome
+from .rundir import RunDir
+from .settings import Job
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes start from fixed seeds: comparable curves, as the JAX eval_key
-EVAL_MAX_DECISIONS = 10_000  # cap for envs without a time limit
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -84,7 +84,7 @@ def collect(agent: Agent, vec, obs: np.ndarray, steps: int) -> np.ndarray:
 
 
 def config_document(config: Config, hparams: HParams, spec: EnvSpec, checkpoint_every: int) -> dict:
-    """config.json as the CLI writes it, plus the env's sizes so that `Agent.load(out_dir)` needs no env."""
+    """config.json as the compiled driver writes it, plus the env's sizes: `Agent.load(out_dir)` needs no env."""
     document = to_jsonable(config, hparams)
     document["checkpoint_every"] = checkpoint_every
     document["agent"] = {"state_dim": spec.obs_dim, "action_dim": spec.action_dim,
@@ -93,55 +93,36 @@ def config_document(config: Config, hparams: HParams, spec: EnvSpec, checkpoint_
     return document
 
 
-def run_host(args: argparse.Namespace, config: Config, hparams: HParams, out_dir: Path, resuming: bool,
-             solved_at: float | None = None, prog: str = "python -m ppocma_jax",
-             held: contextlib.ExitStack | None = None, stop=None) -> int:
-    """Train config.env (gymnasium/<id>) to config.max_steps; the CLI's outputs. Returns the exit code.
-
-    held: where the run directory's lock is kept until the caller returns (cli.run passes its ExitStack; a
-    resumed directory is already locked); stop: the caller's stopping.StopRequests (SIGINT / SIGTERM stop after
-    the running iteration, with a checkpoint)."""
+def train_host(job: Job) -> tuple[RunDir, Outcome | None]:
+    """Train job.config.env (gymnasium/<id>) to config.max_steps; -> (the run directory, the Outcome, or None if a
+    resumed run was already finished). SIGINT / SIGTERM stop after the running iteration, with a checkpoint."""
     from .checkpoint import Checkpointer
-    from .monitor import RunMonitor, summarize_returns
-    from .plot import plot_runs
-    from .stopping import StopRequests, announce_stop, signal_name
+    from .stopping import announce_stop
 
-    if held is None:
-        with contextlib.ExitStack() as own:
-            return run_host(args, config, hparams, out_dir, resuming, solved_at, prog, own, stop)
-    if stop is None:
-        stop = held.enter_context(StopRequests())
+    args, config, hparams, stop = job.args, job.config, job.hparams, job.stop
     stop.on_first = lambda signum: announce_stop(signum, "the end of the running iteration")
-
     check_args(args)
     config.validate()
     hparams.validate()
-    env_id = config.env.split("/", 1)[1]
-    spec = gymnasium_spec(env_id, config.action_repeat)  # UnknownEnvError (one line) before anything is written
+    spec = gymnasium_spec(config.env.split("/", 1)[1], config.action_repeat)  # UnknownEnvError before writing
     say = (lambda *a, **k: None) if args.quiet else print
     n_iter = config.n_iterations
     say(f"{config.mode} on {config.env} ({spec.obs_dim}-d obs, {spec.action_dim} actions, stepped on the host): "
         f"{n_iter} iterations x {config.iter_steps} steps = {n_iter * config.iter_steps:,} env steps, "
         f"{config.n_envs} envs, minibatch {config.minibatch_size}, seed {config.seed}")
-    say(f"output: {out_dir}")
+    say(f"output: {job.out_dir}")
 
     t_compile = time.perf_counter()
     say("compiling and initialising the policy ...", flush=True)
     agent = Agent.from_config(spec, config, hparams)  # ConfigError (one line) for bad settings
-    if not resuming:
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise CliError(f"cannot write the run directory {str(out_dir)!r}: {err.strerror or err}") from None
-        held.enter_context(lock_run_dir(out_dir))
-        refuse_existing_run(out_dir)  # again, under the lock
-        write_config_json(out_dir, config_document(config, hparams, spec, args.checkpoint_every))
-    checkpointer = Checkpointer(out_dir, exclusive=True)
-    held.callback(lambda: checkpointer.close(abandon=stop.requested))
-    if resuming:
-        latest, restored = restore_or_restart(checkpointer, agent.state, out_dir)
-        if resume_point(args, config, out_dir, latest):
-            return 0  # finished: result.json untouched
+    run = job.run or RunDir.create(job.out_dir, config_document(config, hparams, spec, args.checkpoint_every),
+                                   job.held, job.argv)
+    checkpointer = Checkpointer(run.path, exclusive=True)
+    job.held.callback(lambda: checkpointer.close(abandon=stop.requested))
+    if job.resuming:
+        latest, restored = run.restore_or_restart(checkpointer, agent.state)
+        if run.resume_point(config, latest, job.changes):
+            return run, None  # finished: result.json untouched
         if latest is not None:
             agent.restore_state(restored)
             say(f"resuming from the checkpoint after iteration {latest} (the learner exactly; episodes start "
@@ -149,12 +130,19 @@ def run_host(args: argparse.Namespace, config: Config, hparams: HParams, out_dir
     agent.warm_up(eval_batch=config.eval_episodes if config.eval_every else None)
     compile_s = time.perf_counter() - t_compile
     say(f"compiled in {compile_s:.1f} s")
+    return run, _loop(job, run, agent, spec, checkpointer, compile_s)
 
+
+def _loop(job: Job, run: RunDir, agent: Agent, spec: EnvSpec, checkpointer: Any, compile_s: float) -> Outcome:
+    """Collect, update, evaluate and checkpoint, one iteration at a time, until the end, NaN/Inf or a stop."""
+    from .monitor import RunMonitor
+
+    args, config, stop = job.args, job.config, job.stop
+    env_id, n_iter = config.env.split("/", 1)[1], config.n_iterations
     start_iteration = int(agent.state.iteration)
-    monitor = RunMonitor(out_dir, n_iter, config.iter_steps, quiet=args.quiet, verbose=args.verbose,
-                         resume_after=start_iteration if resuming else None, tensorboard=args.tensorboard)
+    monitor = RunMonitor(run.path, n_iter, config.iter_steps, quiet=args.quiet, verbose=args.verbose,
+                         resume_after=start_iteration if job.resuming else None, tensorboard=args.tensorboard)
     vec = make_vector_env(env_id, config.n_envs, config.action_repeat)
-    max_decisions = spec.max_episode_steps or EVAL_MAX_DECISIONS
     failed_at = None
     monitor.start()
     t_run = time.perf_counter()
@@ -164,19 +152,12 @@ def run_host(args: argparse.Namespace, config: Config, hparams: HParams, out_dir
         obs, _ = vec.reset(seed=config.seed + start_iteration)
         while iteration < n_iter and not stop.requested:
             obs = collect(agent, vec, obs, config.rollout_len)
-            try:
-                agent.update_with_memorized()
-                row = dict(agent.last_metrics)
-            except FloatingPointError:
-                failed_at = iteration + 1
-                row = {name: math.nan for name in METRIC_NAMES}
-                row.update(iteration=failed_at, env_steps=failed_at * config.iter_steps, finite=0)
+            row, failed_at = _update(agent, config, iteration)
             iteration = int(row["iteration"])
-            row["eval_return"] = math.nan
             if failed_at is None and _eval_due(iteration, config):
                 row["eval_return"] = float(np.mean(run_episodes(
                     agent, env_id, config.eval_episodes, config.action_repeat, config.seed + EVAL_SEED_OFFSET,
-                    max_decisions)))
+                    episode_limit(spec))))
             monitor({name: row[name] for name in METRIC_NAMES})
             if monitor.write_error is not None:
                 raise RunFailure(monitor.write_error)
@@ -193,34 +174,22 @@ def run_host(args: argparse.Namespace, config: Config, hparams: HParams, out_dir
         monitor.close()
     if monitor.write_error is not None:
         raise RunFailure(monitor.write_error)
-    run_s = time.perf_counter() - t_run
     done = int(agent.state.iteration)
-    if stop.requested and done < n_iter and failed_at is None:
-        print(f"{prog}: stopped by {signal_name(stop.signum)} after iteration {done} of {n_iter}; checkpoint saved; "
-              f"continue with: {prog} --resume {out_dir}", file=sys.stderr)
-        return 128 + stop.signum
-    steps_run = (done - start_iteration) * config.iter_steps
+    stopped = stop.requested and done < n_iter and failed_at is None
+    return Outcome(config, monitor.rows, None, start_iteration, done, compile_s, time.perf_counter() - t_run,
+                   checkpointer.directory, failed_at, int(failed_at is not None), stop.signum if stopped else None,
+                   state=agent.state)
 
-    plot_runs([out_dir], out_dir / "curve.png", title=f"{config.mode} on {config.env}")
-    final, best = summarize_returns(monitor.rows)
-    result = {"env_steps": done * config.iter_steps, "runs": 1, "compile_s": round(compile_s, 2),
-              "run_s": round(run_s, 2), "steps_per_s": round(steps_run / max(run_s, 1e-9), 1),
-              "final_return": final, "best_return": best}
-    verdict = ""
-    if solved_at is not None and not math.isnan(final):
-        verdict = f" ({'solved' if final >= solved_at else 'not solved'}: threshold {solved_at:g})"
-    if failed_at is not None:
-        result["nonfinite_at_iteration"] = failed_at
+
+def _update(agent: Agent, config: Config, iteration: int) -> tuple[dict[str, float], int | None]:
+    """The update after iteration `iteration`, on the memorised transitions: (its metric row, eval_return NaN;
+    the iteration where NaN/Inf stopped it, or None)."""
     try:
-        (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    except OSError as err:
-        raise RunFailure(f"cannot write {out_dir / 'result.json'}: {err.strerror or err}") from None
-    print(f"result: final mean return {final:.1f} (last 5 iterations with episodes), best {best:.1f}{verdict}; "
-          f"{steps_run:,} env steps in {run_s:.1f} s ({result['steps_per_s']:,.0f} steps/s) + {compile_s:.1f} s "
-          f"compile; saved to {out_dir}")
-    if failed_at is not None:
-        print(f"{prog}: error: training produced NaN/Inf at iteration {failed_at} (losses or parameters); the last "
-              f"good state (after iteration {failed_at - 1}) is kept in the newest checkpoint in "
-              f"{checkpointer.directory}", file=sys.stderr)
-        return 1
-    return 0
+        agent.update_with_memorized()
+        row, failed_at = dict(agent.last_metrics), None
+    except FloatingPointError:
+        failed_at = iteration + 1
+        row = {name: math.nan for name in METRIC_NAMES}
+        row.update(iteration=failed_at, env_steps=failed_at * config.iter_steps, finite=0)
+    row["eval_return"] = math.nan
+    return row, failed_at

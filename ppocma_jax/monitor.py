@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .train import METRIC_NAMES
+from .metrics import METRIC_NAMES
 
 CSV_COLUMNS: tuple[str, ...] = ("iteration", "env_steps", "wall_s") + tuple(
     name for name in METRIC_NAMES if name not in ("iteration", "env_steps"))
@@ -305,14 +305,6 @@ def _json_line(row: dict[str, float]) -> str:
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else
                  int(v) if k in ints else v) for k, v in row.items()}
     return json.dumps(clean) + "\n"
-
-
-def summarize_returns(rows: list[dict[str, float]], last_k: int = 5) -> tuple[float, float]:
-    """(mean return over the last `last_k` iterations that finished episodes, best iteration return)."""
-    returns = [r["mean_return"] for r in rows if not math.isnan(r["mean_return"])]
-    if not returns:
-        return float("nan"), float("nan")
-    return float(np.mean(returns[-last_k:])), float(np.max(returns))
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, float]]:

@@ -10,7 +10,6 @@ a `seed` column in metrics.csv are drawn as the mean over seeds with a min-max b
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -19,16 +18,13 @@ from typing import Sequence
 import numpy as np
 
 from .monitor import CSV_COLUMNS, read_metrics_csv
+from .rundir import run_label
 
 _METRIC_COLUMNS = set(CSV_COLUMNS)
 
 
 def _label(run_dir: Path) -> str:
-    try:
-        cfg = json.loads((run_dir / "config.json").read_text())["config"]
-        return f"{cfg['mode']} {cfg['env'].split('/')[-1]} (seed {cfg['seed']})"
-    except (OSError, ValueError, KeyError):
-        return run_dir.name
+    return run_label(run_dir) or run_dir.name
 
 
 def _curve(rows: list[dict[str, float]], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -146,10 +146,10 @@ def frame_state(states: Any, t: int) -> Any:
 
 def write_brax_html(env: Env, episode: Episode, path: Path) -> Path:
     """The episode's pipeline states as Brax's interactive HTML viewer page."""
-    from .envs.brax_env import _quiet
+    from .envs.brax_env import quiet_brax
 
     inner, _ = unwrap(env)
-    with _quiet():  # brax prints import-time noise (see brax_env._quiet)
+    with quiet_brax():  # brax prints import-time noise (see brax_env.quiet_brax)
         from brax.io import html
     pipeline = inner.pipeline_state(episode.states)
     frames = [frame_state(pipeline, t) for t in range(episode.length)]
@@ -258,25 +258,18 @@ def render_episode(env: Env, policy: Policy, params: PolicyParams, scaler: Scale
 
 
 def best_run(rows: list[dict[str, float]], n_runs: int) -> int:
-    """Index of the run with the best final return (mean of its last 5 iterations with episodes); 0 if none has
-    one. Seed and sweep runs render this one."""
-    from .monitor import summarize_returns
+    """Index of the run with the best final return (metrics.final_returns); 0 if none has one. Seed and sweep runs
+    render this one."""
+    from .metrics import final_returns
 
-    finals = [summarize_returns([r for r in rows if int(r.get("run", 0)) == i])[0] for i in range(n_runs)]
-    scored = [(f, i) for i, f in enumerate(finals) if not math.isnan(f)]
+    scored = [(f, i) for i, f in enumerate(final_returns(rows, n_runs)) if not math.isnan(f)]
     return max(scored, key=lambda s: s[0])[1] if scored else 0
 
 
-def render_trained(trainer: Any, state: Any, rows: list[dict[str, float]], n_runs: int | None, stem: Path,
-                   seed: int) -> tuple[Path, int]:
-    """Render the policy of a Trainer's TrainState (the best run's, for a batched state of `n_runs` runs).
-
-    -> (written file, run index rendered). Episode length: the env's own time limit (evaluation.episode_limit)."""
+def render_trained(trainer: Any, state: Any, stem: Path, seed: int) -> Path:
+    """Render the policy of one run's TrainState (a Trainer's; for seeds / sweeps, the caller picks the run, e.g.
+    with `best_run`). -> the written file. Episode length: the env's own time limit (evaluation.episode_limit)."""
     from .evaluation import episode_limit
-    from .sweep import take_run
 
-    run = 0 if n_runs is None else best_run(rows, n_runs)
-    one = state if n_runs is None else take_run(state, run)
-    path = render_episode(trainer.env, trainer.policy, one.policy_params, one.scaler, stem,
+    return render_episode(trainer.env, trainer.policy, state.policy_params, state.scaler, stem,
                           jax.random.PRNGKey(seed), episode_limit(trainer.env))
-    return path, run

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import Config, ConfigError, HParams, hparams_fields
+from .config import Config, ConfigError, HParams, hparams_fields, link_learning_rates
 from .train import Trainer, TrainState
 
 # Ranges for --sweep-random: the paper's robustness study drew hyperparameters at random; these are the ranges we
@@ -84,9 +84,7 @@ def hparams_grid(base: HParams | None = None, **values: Sequence[float]) -> tupl
     names = list(values)
     settings, labels = [], []
     for combo in itertools.product(*(values[n] for n in names)):
-        changes = dict(zip(names, combo))
-        if "learning_rate" in changes and "critic_learning_rate" not in changes:
-            changes["critic_learning_rate"] = changes["learning_rate"]
+        changes = link_learning_rates(dict(zip(names, combo)))
         settings.append(dataclasses.replace(base, **changes))
         labels.append(dict(zip(names, combo)))
     return settings, labels

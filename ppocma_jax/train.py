@@ -26,6 +26,7 @@ from .envs import Env, EnvSpec, make_env, wrap_env
 from .evaluation import episode_limit, evaluate_policy
 from .gae import compute_gae, monte_carlo_returns
 from .history import History, history_init, history_push, history_sample
+from .metrics import METRIC_NAMES
 from .networks import MLP, MLPParams
 from .normalize import ScalerState, scaler_apply, scaler_init, scaler_update
 from .optim import adam_init, adam_step
@@ -52,18 +53,7 @@ class TrainState:
     env_steps: jax.Array  # int32, environment (simulator) steps so far
 
 
-METRIC_NAMES: tuple[str, ...] = (
-    "iteration", "env_steps", "mean_return", "episodes", "mean_length", "policy_std", "critic_loss",
-    "policy_loss", "variance_loss", "approx_kl", "adv_std", "value_mean", "finite", "eval_return",
-)
-"""Per-iteration metrics (leading iteration axis in `train`'s output).
-
-mean_return is the mean undiscounted return of the episodes that FINISHED in that iteration, acting with
-exploration noise, and NaN when `episodes` is 0 (never a fake 0). mean_length is in decisions. policy_std is the
-mean action std used while acting (NaN for discrete actions). variance_loss is NaN outside PPO-CMA modes.
-approx_kl is KL(old || new) estimated on the iteration's samples. finite is 1 while every loss and parameter is
-finite. eval_return is the mean deterministic (mean-action) return over eval_episodes fresh envs, every eval_every
-iterations and at the last one, NaN in between."""
+# METRIC_NAMES, the per-iteration metrics, live in metrics.py (the host side reads them without the trainer).
 
 
 @struct.dataclass

@@ -21,9 +21,9 @@ RUN = ["--env", "gymnax/Pendulum-v1", "--iter-steps", "800", "--n-envs", "4", "-
 
 
 def restore(run_dir, iteration=None):
-    from ppocma_jax.cli import _load_run_config
+    from ppocma_jax.rundir import load_config
 
-    config, hparams = _load_run_config(Path(run_dir))
+    config, hparams, _ = load_config(Path(run_dir))
     trainer = Trainer.build(config)
     like = jax.eval_shape(trainer.init_state, jax.random.PRNGKey(0), hparams.as_arrays())
     checkpointer = Checkpointer(run_dir)

@@ -101,6 +101,9 @@ def test_short_run_writes_the_run_directory(tmp_path):
     assert (out / "checkpoints" / "2" / "commit_success.txt").exists()  # the final full state
     result = json.loads((out / "result.json").read_text())
     assert result["env_steps"] == 1600 and result["compile_s"] > 0
+    assert result["env"] == "gymnax/Pendulum-v1" and result["mode"] == "PPO-CMA-m"
+    assert result["final_eval_return"] == pytest.approx(float(rows[-1]["eval_return"]), rel=1e-5)
+    assert "--max-steps 1600" in json.loads((out / "config.json").read_text())["provenance"]["command"]
 
 
 def test_nan_in_training_exits_1_names_the_iteration_and_keeps_the_last_good_state(tmp_path, capsys):
@@ -122,3 +125,47 @@ def test_unwritable_output_directory_is_one_line(tmp_path, capsys):
     assert main(["--env", "gymnax/Pendulum-v1", "--out", str(blocker)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write the run directory" in err
+
+
+def test_version_flag_prints_the_package_version(capsys):
+    from ppocma_jax import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"ppocma_jax {__version__}\n"
+
+
+def test_a_resume_that_continues_removes_the_earlier_result_and_a_finished_one_keeps_it(tmp_path, capsys):
+    """result.json / summary.json of an earlier segment must not look current once a resume trains on (a stop with
+    SIGINT then leaves no finished-looking result); --resume of a finished run changes nothing."""
+    from ppocma_jax.config import Config, HParams, to_jsonable
+    from ppocma_jax.rundir import RunDir
+
+    config = Config(env="gymnax/Pendulum-v1", max_steps=8000, iter_steps=2000)
+    document = dict(to_jsonable(config, HParams()), checkpoint_every=2)
+    (tmp_path / "config.json").write_text(json.dumps(document))
+    (tmp_path / "result.json").write_text('{"final_return": 1.0}\n')
+    (tmp_path / "summary.json").write_text("{}\n")
+    run = RunDir(tmp_path, json.loads(json.dumps(document)))
+    assert run.resume_point(config, 4, {}) is True  # finished: nothing written
+    assert "is finished" in capsys.readouterr().out
+    assert (tmp_path / "result.json").read_text() == '{"final_return": 1.0}\n'
+    assert json.loads((tmp_path / "config.json").read_text()) == document
+    longer = config.replace(max_steps=16000)
+    assert run.resume_point(longer, 4, {"max_steps": [8000, 16000]}) is False
+    assert not (tmp_path / "result.json").exists() and not (tmp_path / "summary.json").exists()
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["config"]["max_steps"] == 16000
+    assert saved["continued"] == [{"after_iteration": 4, "changed": {"max_steps": [8000, 16000]}}]
+
+
+def test_provenance_names_the_versions_devices_and_command():
+    import jax
+
+    from ppocma_jax import __version__
+    from ppocma_jax.rundir import provenance
+
+    record = provenance(["--env", "gymnax/Pendulum-v1", "--out", "runs/a b"])
+    assert record["ppocma_jax"] == __version__ and record["jax"] == jax.__version__ and record["jaxlib"]
+    assert record["command"] == "python -m ppocma_jax --env gymnax/Pendulum-v1 --out 'runs/a b'"
+    assert jax.default_backend() in record["devices"]
+    assert record["git_commit"] is None or len(record["git_commit"]) == 40

@@ -494,9 +494,9 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
 
 
 def _like(run_dir: Path):
-    from ppocma_jax.cli import _load_run_config
+    from ppocma_jax.rundir import load_config
 
-    config, hparams = _load_run_config(run_dir)
+    config, hparams, _ = load_config(run_dir)
     return jax.eval_shape(Trainer.build(config).init_state, jax.random.PRNGKey(0), hparams.as_arrays())
 
 

@@ -80,7 +80,7 @@ def brax_installed() -> bool:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_brax():
     """Silence Brax's import-time noise: mujoco prints 'Failed to import warp' on CPU-only machines (harmless),
     jaxopt (a Brax dependency) warns it is unmaintained, and brax.io.mjcf warns on every model load that Brax is
     no longer maintained (DESIGN.md: brax.envs is frozen upstream)."""
@@ -91,7 +91,7 @@ def _quiet():
 
 
 def _brax_envs():
-    with _quiet():
+    with quiet_brax():
         import brax.envs
 
     return brax.envs
@@ -138,14 +138,14 @@ class BraxEnv:
                 backend = default_backend(name)
             if backend not in BACKENDS:
                 raise ValueError(f"unknown brax backend {backend!r}; valid: {', '.join(BACKENDS)}")
-            with _quiet():
+            with quiet_brax():
                 self._env = _brax_envs().get_environment(name, backend=backend)
             label = f"brax/{name}"
         else:
             self._env = env
             backend = str(getattr(env, "backend", backend or "custom"))
             label = name
-        with _quiet():
+        with quiet_brax():
             # Shapes only: tracing reset is far cheaper than running it (`env.observation_size` runs it eagerly).
             reset_shape = jax.eval_shape(self._env.reset, jax.random.PRNGKey(0))
         if not isinstance(reset_shape.obs, jax.ShapeDtypeStruct):
