@@ -2,11 +2,13 @@
 
     python experiments/time_to_score.py --preset pendulum --thresholds -400 -250 -200 --seeds 0 1 2
 
-For each seed the run is compiled as one chunk of --chunk iterations (no host callback) and timed chunk by chunk on
-the host, so the wall time of each iteration is known to within a chunk. Per threshold it reports the first
+The run is compiled once (shared by the seeds) as one chunk of --chunk iterations (no host callback) and each seed is
+timed chunk by chunk on the host, so the wall time of each iteration is known to within a chunk. Per threshold it reports the first
 iteration where (a) the training return (mean of the last 3 iterations' mean_return) and (b) the deterministic
 evaluation (eval_return, every --eval-every iterations) reach it: env steps, run seconds and run + compile seconds.
-Start-up (importing jax and ppocma_jax) is measured once and reported apart. Prints a Markdown table; --json saves.
+Start-up (importing jax and ppocma_jax) is measured once and reported apart, with the machine's load average.
+--stop-when-reached ends a seed once both curves reached every threshold (first-reach numbers unchanged; the
+reported final return is then that of the last iterations run). Prints a Markdown table; --json saves.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ _T_START = time.perf_counter()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -32,17 +35,28 @@ from ppocma_jax.train import Trainer  # noqa: E402
 IMPORT_S = time.perf_counter() - _T_START
 
 
-def run_seed(config, hparams, seed: int, chunk: int) -> dict:
-    """One run: per-iteration metrics and the host wall time at the end of each iteration's chunk."""
+def compile_run(config, hparams, chunk: int):
+    """(trainer, compiled init_state, compiled chunk of `chunk` iterations, compile seconds): one compile shared by
+    every seed (the seed is only a value of the key argument, so a second seed would recompile the same program)."""
     trainer = Trainer.build(config)
     hp = hparams.as_arrays()
     t0 = time.perf_counter()
-    state = jax.jit(trainer.init_state)(jax.random.PRNGKey(seed), hp)
+    init = jax.jit(trainer.init_state).lower(jax.random.PRNGKey(0), hp).compile()
+    state = init(jax.random.PRNGKey(0), hp)
     step = jax.jit(lambda s, h, limit: trainer.run(s, h, chunk, limit=limit)).lower(
         state, hp, np.int32(config.n_iterations)).compile()
-    compile_s = time.perf_counter() - t0
+    return trainer, init, step, time.perf_counter() - t0
+
+
+def run_seed(config, hparams, seed: int, chunk: int, compiled, thresholds: list[float] | None = None) -> dict:
+    """One run: per-iteration metrics and the host wall time at the end of each iteration's chunk. With
+    `thresholds`, the run stops after the first chunk in which both curves have reached every threshold (the
+    first-reach numbers are the same; only the rest of the budget is skipped)."""
+    _, init, step, compile_s = compiled
+    hp = hparams.as_arrays()
     rows, done = {k: [] for k in ("env_steps", "mean_return", "eval_return")}, 0
     wall, t0 = [], time.perf_counter()
+    state = init(jax.random.PRNGKey(seed), hp)
     while done < config.n_iterations:
         state, metrics = step(state, hp, np.int32(config.n_iterations))
         metrics = jax.device_get(metrics)
@@ -52,7 +66,10 @@ def run_seed(config, hparams, seed: int, chunk: int) -> dict:
             rows[k].extend(np.asarray(metrics[k][:n], np.float64).tolist())
         wall.extend([elapsed] * n)
         done += n
-    return {"seed": seed, "compile_s": compile_s, "wall_s": wall, **rows}
+        run = {"seed": seed, "compile_s": compile_s, "wall_s": wall, **rows}
+        if thresholds and all(hit is not None for t in thresholds for hit in first_reach(run, t).values()):
+            break
+    return {**run, "iterations_run": done, "stopped_early": done < config.n_iterations}
 
 
 def first_reach(run: dict, threshold: float) -> dict:
@@ -96,12 +113,14 @@ def table(label: str, rows: list[dict], compile_s: float) -> str:
                      else ["-", "-", "-"])
             lines.append(f"| {label} | {row['threshold']:g} | {name} | {c['reached']}/{c['of']} | " +
                          " | ".join(cells) + " |")
-    lines.append(f"\ncompile {compile_s:.1f} s (median), start-up imports {IMPORT_S:.1f} s")
+    lines.append(f"\ncompile {compile_s:.1f} s (once, shared by the seeds), start-up imports {IMPORT_S:.1f} s, "
+                 f"load average {os.getloadavg()[0]:.1f}")
     return "\n".join(lines)
 
 
 def measure(preset: str, env: str | None, mode: str | None, budget: int | None, thresholds: list[float],
-            seeds: list[int], chunk: int, eval_every: int, n_envs: int | None = None) -> dict:
+            seeds: list[int], chunk: int, eval_every: int, n_envs: int | None = None,
+            stop_when_reached: bool = False) -> dict:
     """Run every seed and summarise; the entry point other scripts (accelerator_check.py) reuse."""
     settings = resolve_preset(preset, mode)
     env = env or settings["env"]
@@ -109,14 +128,17 @@ def measure(preset: str, env: str | None, mode: str | None, budget: int | None, 
     budget = budget or settings.get("max_steps", 1_000_000)
     config, hparams = paper_config(preset, env, mode, budget, n_envs)
     config = config.replace(eval_every=eval_every).validate()
-    runs = [run_seed(config, hparams, s, chunk) for s in seeds]
+    compiled = compile_run(config, hparams, chunk)
+    runs = [run_seed(config, hparams, s, chunk, compiled, thresholds if stop_when_reached else None)
+            for s in seeds]
     rows = summarize(runs, thresholds)
-    compile_s = float(np.median([r["compile_s"] for r in runs]))
+    compile_s = compiled[3]
     label = f"{env} {mode} ({preset}, {config.max_steps:,} steps)"
     return {"label": label, "preset": preset, "env": env, "mode": mode, "budget": config.max_steps,
             "seeds": seeds, "import_s": IMPORT_S, "compile_s": compile_s, "backend": jax.default_backend(),
             "jax": jax.__version__, "thresholds": rows, "table": table(label, rows, compile_s),
             "final_train_return": [float(np.nanmean(np.asarray(r["mean_return"])[-3:])) for r in runs],
+            "load_average": list(os.getloadavg()),
             "runs": runs}
 
 
@@ -131,13 +153,15 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=5, help="iterations per compiled chunk (timing resolution)")
     parser.add_argument("--eval-every", type=int, default=5, help="deterministic evaluation every K iterations")
     parser.add_argument("--n-envs", type=int, default=None)
+    parser.add_argument("--stop-when-reached", action="store_true",
+                        help="end a seed once both curves reached every threshold (skips the rest of the budget)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.chunk < 1 or args.eval_every < 1 or (args.budget is not None and args.budget < 1) or not args.seeds:
         parser.error("--chunk, --eval-every and --budget must be positive and --seeds non-empty")
     try:
         result = measure(args.preset, args.env, args.mode, args.budget, args.thresholds, args.seeds, args.chunk,
-                         args.eval_every, args.n_envs)
+                         args.eval_every, args.n_envs, args.stop_when_reached)
     except Exception as exc:  # a bad env / mode name: one line, not a traceback
         parser.error(f"{type(exc).__name__}: {exc}")
     print(result["table"])
