@@ -2,9 +2,9 @@
 
     python experiments/time_to_score.py --preset pendulum --thresholds -400 -250 -200 --seeds 0 1 2
 
-The run is compiled once (shared by the seeds) as one chunk of --chunk iterations (no host callback) and each seed is
-timed chunk by chunk on the host, so the wall time of each iteration is known to within a chunk. Per threshold it reports the first
-iteration where (a) the training return (mean of the last 3 iterations' mean_return) and (b) the deterministic
+The run is compiled once (shared by the seeds) as one chunk of --chunk iterations (no host callback) and each seed
+is timed chunk by chunk on the host, so the wall time of each iteration is known to within a chunk. Per threshold
+it reports the first iteration where (a) the training return (mean of the last 3 iterations' mean_return) and (b) the deterministic
 evaluation (eval_return, every --eval-every iterations) reach it: env steps, run seconds and run + compile seconds.
 Start-up (importing jax and ppocma_jax) is measured once and reported apart, with the machine's load average.
 --stop-when-reached ends a seed once both curves reached every threshold (first-reach numbers unchanged; the
@@ -27,7 +27,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paper_runs import paper_config  # noqa: E402
+from paper_runs import config_overrides, paper_config  # noqa: E402
 
 from ppocma_jax.presets import preset_names, resolve_preset  # noqa: E402
 from ppocma_jax.train import Trainer  # noqa: E402
@@ -120,14 +120,14 @@ def table(label: str, rows: list[dict], compile_s: float) -> str:
 
 def measure(preset: str, env: str | None, mode: str | None, budget: int | None, thresholds: list[float],
             seeds: list[int], chunk: int, eval_every: int, n_envs: int | None = None,
-            stop_when_reached: bool = False) -> dict:
+            stop_when_reached: bool = False, overrides: dict | None = None) -> dict:
     """Run every seed and summarise; the entry point other scripts (accelerator_check.py) reuse."""
     settings = resolve_preset(preset, mode)
     env = env or settings["env"]
     mode = mode or settings["mode"]
     budget = budget or settings.get("max_steps", 1_000_000)
     config, hparams = paper_config(preset, env, mode, budget, n_envs)
-    config = config.replace(eval_every=eval_every).validate()
+    config = config.replace(eval_every=eval_every, **(overrides or {})).validate()
     compiled = compile_run(config, hparams, chunk)
     runs = [run_seed(config, hparams, s, chunk, compiled, thresholds if stop_when_reached else None)
             for s in seeds]
@@ -153,6 +153,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=5, help="iterations per compiled chunk (timing resolution)")
     parser.add_argument("--eval-every", type=int, default=5, help="deterministic evaluation every K iterations")
     parser.add_argument("--n-envs", type=int, default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="any other Config field, e.g. --set policy_init=analytic (repeatable)")
     parser.add_argument("--stop-when-reached", action="store_true",
                         help="end a seed once both curves reached every threshold (skips the rest of the budget)")
     parser.add_argument("--json", default=None)
@@ -161,7 +163,8 @@ def main() -> None:
         parser.error("--chunk, --eval-every and --budget must be positive and --seeds non-empty")
     try:
         result = measure(args.preset, args.env, args.mode, args.budget, args.thresholds, args.seeds, args.chunk,
-                         args.eval_every, args.n_envs, args.stop_when_reached)
+                         args.eval_every, args.n_envs, args.stop_when_reached,
+                         config_overrides(args.set))
     except Exception as exc:  # a bad env / mode name: one line, not a traceback
         parser.error(f"{type(exc).__name__}: {exc}")
     print(result["table"])
