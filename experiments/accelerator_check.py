@@ -117,10 +117,10 @@ def plan(tiny: bool, tmp: Path) -> list[Part]:
             Command("gymnax/Pendulum-v1", [py("bench_throughput.py"), "--env", "gymnax/Pendulum-v1", "--n-envs",
                                            "64", "512", "4096", "--iterations", "3", "--json", j("tp_pendulum")],
                     j("tp_pendulum"), share=0.3),
-            Command("brax/hopper", [py("bench_throughput.py"), "--env", "brax/hopper", "--n-envs", "64", "512",
-                                    "4096", "--rollout-len", "50", "--iterations", "3", "--modes", "PPO-CMA-m",
+            Command("brax/hopper", [py("bench_throughput.py"), "--env", "brax/hopper", "--n-envs", "128", "2048",
+                                    "--rollout-len", "50", "--iterations", "3", "--modes", "PPO-CMA-m",
                                     "--json", j("tp_hopper")], j("tp_hopper"), share=0.35),
-            Command("brax/ant", [py("bench_throughput.py"), "--env", "brax/ant", "--n-envs", "64", "512", "4096",
+            Command("brax/ant", [py("bench_throughput.py"), "--env", "brax/ant", "--n-envs", "128", "2048",
                                  "--rollout-len", "50", "--iterations", "3", "--modes", "PPO-CMA-m",
                                  "--json", j("tp_ant")], j("tp_ant"), share=0.35),
         ]
@@ -132,21 +132,21 @@ def plan(tiny: bool, tmp: Path) -> list[Part]:
                                    "--json", j("sweep")], j("sweep"))]
         score = [
             Command("default", [py("time_to_score.py"), "--preset", "default", "--thresholds", "90", "--seeds", "0",
-                                "1", "--stop-when-reached", "--json", j("tts_default")], j("tts_default"), 0.2),
+                                "1", "--stop-when-reached", "--json", j("tts_default")], j("tts_default"), 0.15),
             Command("pendulum", [py("time_to_score.py"), "--preset", "pendulum", "--thresholds", "-400", "-250",
                                  "-200", "--seeds", "0", "1", "--stop-when-reached", "--json", j("tts_pendulum")],
                     j("tts_pendulum"), 0.3),
             Command("brax/hopper", [py("time_to_score.py"), "--preset", "paper-locomotion", "--thresholds", "400",
                                     "700", "--seeds", "0", "--stop-when-reached", "--json", j("tts_hopper")],
-                    j("tts_hopper"), 0.5),
+                    j("tts_hopper"), 0.55),
         ]
     return [
-        Part("env", 0.04, [Command("env", ["-c", ENV_PROBE])], "device and versions", floor_s=60.0),
-        Part("tests", 0.15, [Command("tests", tests, env=no_prealloc)], "compiled-path test subset"),
-        Part("throughput", 0.31, throughput, "training steps/s against the random-action ceiling"),
-        Part("seeds", 0.11, seeds, "K vmapped Pendulum runs in one program: time per run"),
-        Part("sweep", 0.06, sweep, "the 16-run sweep (8 seeds x 2 learning rates) against one run"),
-        Part("score", 0.33, score, "time to score"),
+        Part("env", 0.03, [Command("env", ["-c", ENV_PROBE])], "device and versions", floor_s=60.0),
+        Part("tests", 0.17, [Command("tests", tests, env=no_prealloc)], "compiled-path test subset"),
+        Part("throughput", 0.27, throughput, "training steps/s against the random-action ceiling"),
+        Part("seeds", 0.10, seeds, "K vmapped Pendulum runs in one program: time per run"),
+        Part("sweep", 0.05, sweep, "the 16-run sweep (8 seeds x 2 learning rates) against one run"),
+        Part("score", 0.38, score, "time to score"),
     ]
 
 

@@ -8,7 +8,8 @@ it reports the first iteration where (a) the training return (mean of the last 3
 evaluation (eval_return, every --eval-every iterations) reach it: env steps, run seconds and run + compile seconds.
 Start-up (importing jax and ppocma_jax) is measured once and reported apart, with the machine's load average.
 --stop-when-reached ends a seed once both curves reached every threshold (first-reach numbers unchanged; the
-reported final return is then that of the last iterations run). Prints a Markdown table; --json saves.
+reported final return is then that of the last iterations run). Prints a Markdown table; --json saves
+(after every seed).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -120,8 +122,10 @@ def table(label: str, rows: list[dict], compile_s: float) -> str:
 
 def measure(preset: str, env: str | None, mode: str | None, budget: int | None, thresholds: list[float],
             seeds: list[int], chunk: int, eval_every: int, n_envs: int | None = None,
-            stop_when_reached: bool = False, overrides: dict | None = None) -> dict:
-    """Run every seed and summarise; the entry point other scripts (accelerator_check.py) reuse."""
+            stop_when_reached: bool = False, overrides: dict | None = None,
+            on_seed: Callable[[dict], None] | None = None) -> dict:
+    """Run every seed and summarise; the entry point other scripts (accelerator_check.py) reuse. `on_seed` gets the
+    summary of the seeds done so far after each seed (a run stopped part-way keeps them)."""
     settings = resolve_preset(preset, mode)
     env = env or settings["env"]
     mode = mode or settings["mode"]
@@ -129,17 +133,21 @@ def measure(preset: str, env: str | None, mode: str | None, budget: int | None, 
     config, hparams = paper_config(preset, env, mode, budget, n_envs)
     config = config.replace(eval_every=eval_every, **(overrides or {})).validate()
     compiled = compile_run(config, hparams, chunk)
-    runs = [run_seed(config, hparams, s, chunk, compiled, thresholds if stop_when_reached else None)
-            for s in seeds]
-    rows = summarize(runs, thresholds)
     compile_s = compiled[3]
     label = f"{env} {mode} ({preset}, {config.max_steps:,} steps)"
-    return {"label": label, "preset": preset, "env": env, "mode": mode, "budget": config.max_steps,
-            "seeds": seeds, "import_s": IMPORT_S, "compile_s": compile_s, "backend": jax.default_backend(),
-            "jax": jax.__version__, "thresholds": rows, "table": table(label, rows, compile_s),
-            "final_train_return": [float(np.nanmean(np.asarray(r["mean_return"])[-3:])) for r in runs],
-            "load_average": list(os.getloadavg()),
-            "runs": runs}
+    runs, result = [], {}
+    for seed in seeds:
+        runs.append(run_seed(config, hparams, seed, chunk, compiled, thresholds if stop_when_reached else None))
+        rows = summarize(runs, thresholds)
+        result = {"label": label, "preset": preset, "env": env, "mode": mode, "budget": config.max_steps,
+                  "seeds": seeds[:len(runs)], "import_s": IMPORT_S, "compile_s": compile_s,
+                  "backend": jax.default_backend(), "jax": jax.__version__, "thresholds": rows,
+                  "table": table(label, rows, compile_s),
+                  "final_train_return": [float(np.nanmean(np.asarray(r["mean_return"])[-3:])) for r in runs],
+                  "load_average": list(os.getloadavg()), "runs": runs}
+        if on_seed is not None:
+            on_seed(result)
+    return result
 
 
 def main() -> None:
@@ -163,13 +171,12 @@ def main() -> None:
         parser.error("--chunk, --eval-every and --budget must be positive and --seeds non-empty")
     try:
         result = measure(args.preset, args.env, args.mode, args.budget, args.thresholds, args.seeds, args.chunk,
-                         args.eval_every, args.n_envs, args.stop_when_reached,
-                         config_overrides(args.set))
+                         args.eval_every, args.n_envs, args.stop_when_reached, config_overrides(args.set),
+                         on_seed=(lambda r: Path(args.json).write_text(json.dumps(r, indent=1))) if args.json
+                         else None)
     except Exception as exc:  # a bad env / mode name: one line, not a traceback
         parser.error(f"{type(exc).__name__}: {exc}")
     print(result["table"])
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
