@@ -163,7 +163,8 @@ def run_command(cmd: Command, limit_s: float, env: dict[str, str], log) -> dict:
     log.write(f"\n===== {cmd.name}: {' '.join(cmd.argv)[:300]} (limit {limit_s:.0f} s)\n")
     log.flush()
     if limit_s < 1:
-        return {"status": "skipped", "seconds": 0.0, "limit_s": limit_s, "reason": "no time left"}
+        return {"status": "skipped", "seconds": 0.0, "cpu_s": 0.0, "limit_s": round(limit_s, 1), "returncode": None,
+                "result": None, "output_tail": "skipped: no time left in the budget"}
     proc = subprocess.Popen([sys.executable, *cmd.argv], cwd=ROOT, env={**env, **cmd.env}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -182,8 +183,13 @@ def run_command(cmd: Command, limit_s: float, env: dict[str, str], log) -> dict:
             result = json.loads(Path(cmd.json_out).read_text())
         except json.JSONDecodeError:
             result = None
-    if cmd.name == "env" and status == "ok":
-        result = json.loads(out.strip().splitlines()[-1])
+    if cmd.name == "env" and status == "ok":  # the probe's JSON line: the last line that parses
+        for line in reversed(out.strip().splitlines()):
+            try:
+                result = json.loads(line)
+                break
+            except json.JSONDecodeError:
+                continue
     return {"status": status, "seconds": round(seconds, 1), "cpu_s": round(cpu_s, 1), "limit_s": round(limit_s, 1),
             "returncode": proc.returncode, "result": result, "output_tail": out[-3000:]}
 
@@ -199,9 +205,14 @@ def run_parts(parts: list[Part], budget_s: float, env: dict[str, str], log) -> d
         for cmd in part.commands:
             part_left = part_budget - (time.perf_counter() - part_start)
             remaining = budget_s - (time.perf_counter() - start)
-            limit = min(part_left * cmd.share / shares_left, remaining)
+            limit = max(0.0, min(part_left * cmd.share / shares_left, remaining))
             shares_left -= cmd.share
-            commands[cmd.name] = run_command(cmd, limit, env, log)
+            try:
+                commands[cmd.name] = run_command(cmd, limit, env, log)
+            except Exception as exc:  # the check itself must go on (e.g. a JSON file written half-way)
+                commands[cmd.name] = {"status": "failed", "seconds": 0.0, "cpu_s": 0.0, "limit_s": round(limit, 1),
+                                      "returncode": None, "result": None,
+                                      "output_tail": f"accelerator_check: {type(exc).__name__}: {exc}"}
             c = commands[cmd.name]
             print(f"[{part.name}] {cmd.name}: {c['status']} in {c['seconds']:.0f} s, cpu {c['cpu_s']:.0f} s "
                   f"(limit {limit:.0f} s)",
