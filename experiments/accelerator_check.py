@@ -5,7 +5,7 @@ On a GPU machine (status: ready, not yet run on a GPU):
     pip install -e ".[dev]" "jax[cuda12]==0.10.2"      # the CUDA build of the pinned jax
     python experiments/accelerator_check.py --out results/gpu
 
-    python experiments/accelerator_check.py --tiny --out /tmp/check   # every part in seconds on CPU (the test)
+    python experiments/accelerator_check.py --tiny --out /tmp/check   # every part at toy sizes: ~1 min of CPU (the test)
 
 It runs on whatever device JAX finds, in at most --budget seconds (default 540: 9 minutes) including compiles. Each
 part runs in its own subprocess (its own process group) with a hard wall-clock limit, so a hang or a crash in one
@@ -86,7 +86,7 @@ class Part:
 
 
 def plan(tiny: bool, tmp: Path) -> list[Part]:
-    """The parts and their commands; --tiny shrinks every size so the whole check runs in seconds on a CPU."""
+    """The parts and their commands; --tiny shrinks every size so the whole check takes about a minute of CPU."""
     py = lambda script: str(EXPERIMENTS / script)  # noqa: E731
     j = lambda name: str(tmp / f"{name}.json")  # noqa: E731
     no_prealloc = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}  # test workers share the device
