@@ -29,6 +29,8 @@ from ppocma_jax import Config, make_train
 from ppocma_jax.config import HParams
 from ppocma_jax.sweep import expand_seeds, hparams_grid, make_train_batched
 
+from paper_runs import config_overrides  # noqa: E402  (experiments/ is on the path of a script run from it)
+
 
 def load() -> float:
     """1-minute load average (other jobs on the machine make wall times longer)."""
@@ -101,16 +103,24 @@ def main() -> None:
     parser.add_argument("--mode", default="PPO-CMA-m")
     parser.add_argument("--runs", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64], metavar="K")
     parser.add_argument("--lrs", default="3e-4,1e-3", help="learning rates the runs cycle through")
-    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="any other Config field, e.g. --set policy_init=analytic (repeatable)")
+    parser.add_argument("--json", default=None, help="write the results here (rewritten after every K)")
     parser.add_argument("--no-two-devices", dest="two_devices", action="store_false")
+    parser.add_argument("--no-single", dest="single", action="store_false",
+                        help="skip the one-run make_train program; ratios are then to K=1 of the batched program")
     parser.add_argument("--devices", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     lrs = [float(v) for v in args.lrs.split(",")]
-    config = Config(env=args.env, mode=args.mode, max_steps=args.max_steps, iter_steps=args.iter_steps,
-                    eval_every=0)
+    try:
+        extra = config_overrides(args.set)
+        config = Config(env=args.env, mode=args.mode, max_steps=args.max_steps, iter_steps=args.iter_steps,
+                        eval_every=0, **extra).validate()
+    except ValueError as exc:
+        parser.error(str(exc))
     common = ["--env", args.env, "--max-steps", str(args.max_steps), "--iter-steps", str(args.iter_steps),
-              "--mode", args.mode, "--lrs", args.lrs]
+              "--mode", args.mode, "--lrs", args.lrs, *(f"--set={pair}" for pair in args.set)]
 
     if args.child:  # one JSON line for the parent
         print(json.dumps({k: bench_batched(config, k, lrs, args.devices) for k in args.runs}))
@@ -118,35 +128,47 @@ def main() -> None:
 
     print(f"{args.mode} on {args.env}, {args.max_steps:,} env steps per run, learning rates {lrs}; "
           f"{os.cpu_count()} CPU cores; load average at start {load():.1f}", flush=True)
-    single = bench_single(config)
-    print(f"1 run alone (make_train): compile {single['compile_s']:.1f} s, run {single['run_s']:.2f} s "
-          f"({single['steps_per_s']:,.0f} steps/s, cpu {single['cpu_s']:.1f} s, load {single['load']:.1f})",
-          flush=True)
+    single = bench_single(config) if args.single else None
+    if single:
+        print(f"1 run alone (make_train): compile {single['compile_s']:.1f} s, run {single['run_s']:.2f} s "
+              f"({single['steps_per_s']:,.0f} steps/s, cpu {single['cpu_s']:.1f} s, load {single['load']:.1f})",
+              flush=True)
     one = {}
+
+    def x_one(run_s: float) -> float:
+        """run_s over one run's time: make_train alone, else K=1 of the batched program (NaN: neither measured)."""
+        base = single or one.get(1)
+        return run_s / base["run_s"] if base else float("nan")
+
+    def save(two: dict) -> None:  # after every K: a run stopped part-way keeps what it measured
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"env": args.env, "mode": args.mode, "max_steps": args.max_steps, "lrs": lrs,
+                           "cpu_count": os.cpu_count(), "backend": jax.default_backend(), "single": single,
+                           "one_device": one, "two_devices": two}, fh, indent=2)
+
+    save({})
     header = (f"{'K':>3} {'compile s':>9} {'run s':>7} {'cpu s':>7} {'steps/s':>9} {'x 1 run':>8} {'load':>5}"
               f" | {'2 dev run s':>11} {'steps/s':>9} {'x 1 run':>8} {'speed-up':>8} {'load':>5}")
     for k in args.runs:
         one[k] = bench_batched(config, k, lrs, 1)
         r = one[k]
-        print(f"K={k}: compile {r['compile_s']:.1f} s, run {r['run_s']:.2f} s ({r['run_s'] / single['run_s']:.2f}x "
+        print(f"K={k}: compile {r['compile_s']:.1f} s, run {r['run_s']:.2f} s ({x_one(r['run_s']):.2f}x "
               f"one run), load {r['load']:.1f}", flush=True)
+        save({})
     two = two_device_results(common, args.runs) if args.two_devices else {}
 
     print(header)
     for k in args.runs:
         r = one[k]
         line = (f"{k:>3} {r['compile_s']:>9.1f} {r['run_s']:>7.2f} {r['cpu_s']:>7.1f} {r['steps_per_s']:>9,.0f} "
-                f"{r['run_s'] / single['run_s']:>8.2f} {r['load']:>5.1f}")
+                f"{x_one(r['run_s']):>8.2f} {r['load']:>5.1f}")
         if k in two:
             t = two[k]
-            line += (f" | {t['run_s']:>11.2f} {t['steps_per_s']:>9,.0f} {t['run_s'] / single['run_s']:>8.2f} "
+            line += (f" | {t['run_s']:>11.2f} {t['steps_per_s']:>9,.0f} {x_one(t['run_s']):>8.2f} "
                      f"{r['run_s'] / t['run_s']:>8.2f} {t['load']:>5.1f}")
         print(line)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"env": args.env, "mode": args.mode, "max_steps": args.max_steps, "lrs": lrs,
-                       "cpu_count": os.cpu_count(), "single": single, "one_device": one, "two_devices": two},
-                      fh, indent=2)
+    save(two)
 
 
 if __name__ == "__main__":

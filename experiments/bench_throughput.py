@@ -7,7 +7,7 @@ For each n_envs it measures, with compile time printed separately from run time:
   (a) random-action env steps/s through our env layer (jit + vmap + lax.scan): the ceiling;
   (b) training env steps/s of PPO-CMA-m and PPO with the same rollout shape (iter_steps = n_envs x --rollout-len);
   (c) how one iteration's time splits between the rollout and the update.
-A table is printed and the numbers are written as JSON (--json).
+A table is printed and the numbers are written as JSON (--json), rewritten after every row.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import jax
 from ppocma_jax import Config, HParams
 from ppocma_jax.rollout import rollout
 from ppocma_jax.train import Trainer
+
+from paper_runs import config_overrides  # noqa: E402  (experiments/ is on the path of a script run from it)
 
 
 def timed(fn, *args, repeats: int = 1):
@@ -89,8 +91,14 @@ def main() -> None:
                         help="fix N instead: rollout length = N / n_envs for every n_envs (e.g. the paper's 8000)")
     parser.add_argument("--iterations", type=int, default=5, help="timed training iterations per setting")
     parser.add_argument("--modes", nargs="+", default=["PPO-CMA-m", "PPO"])
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="any other Config field, e.g. --set policy_init=analytic (repeatable)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    try:
+        extra = config_overrides(args.set)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     results = []
     header = (f"{'n_envs':>6} {'ceiling steps/s':>16} {'(compile)':>10}  " +
@@ -103,7 +111,7 @@ def main() -> None:
     for n_envs in args.n_envs:
         rollout_len = args.iter_steps // n_envs if args.iter_steps else args.rollout_len
         base = Config(env=args.env, n_envs=n_envs, iter_steps=n_envs * rollout_len,
-                      max_steps=n_envs * rollout_len, eval_every=0)
+                      max_steps=n_envs * rollout_len, eval_every=0, **extra)
         ceiling, ceiling_compile = random_ceiling(Trainer.build(base), n_envs, rollout_len)
         row = {"n_envs": n_envs, "rollout_len": rollout_len, "ceiling_steps_per_s": ceiling,
                "ceiling_compile_s": ceiling_compile}
@@ -115,9 +123,10 @@ def main() -> None:
                          f"{r['rollout_share']:>8.0%} {r['compile_s']:>9.1f}s")
         results.append(row)
         print(f"{n_envs:>6} {ceiling:>16,.0f} {ceiling_compile:>9.1f}s  " + "  ".join(cells), flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"env": args.env, "rollout_len": args.rollout_len, "results": results}, fh, indent=2)
+        if args.json:  # after every row: a run stopped part-way (accelerator_check.py's time limits) keeps its rows
+            with open(args.json, "w") as fh:
+                json.dump({"env": args.env, "rollout_len": args.rollout_len, "backend": jax.default_backend(),
+                           "results": results}, fh, indent=2)
 
 
 if __name__ == "__main__":

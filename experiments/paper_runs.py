@@ -39,6 +39,31 @@ def paper_config(preset: str, env: str, mode: str, budget: int, n_envs: int | No
     return Config(**cfg).validate(), HParams(**{k: v for k, v in settings.items() if k in hp_names})
 
 
+def config_overrides(pairs: Sequence[str]) -> dict:
+    """Config fields from NAME=VALUE strings (the experiment scripts' --set), each value cast to the type of the
+    field's default: `["policy_init=analytic", "n_updates=2"]` -> {"policy_init": "analytic", "n_updates": 2}."""
+    defaults = Config()
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not hasattr(defaults, name.replace("-", "_")):
+            raise ValueError(f"--set {pair!r}: expected NAME=VALUE with NAME a Config field")
+        name = name.replace("-", "_")
+        kind = type(getattr(defaults, name))
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"--set {pair!r}: expected true or false")
+            out[name] = value.lower() in ("true", "1")
+        elif kind in (int, float, str):
+            try:
+                out[name] = kind(value)
+            except ValueError:
+                raise ValueError(f"--set {pair!r}: expected a {kind.__name__}") from None
+        else:
+            raise ValueError(f"--set {pair!r}: {name} cannot be set with --set")
+    return out
+
+
 def run_label(config: Config) -> str:
     """The name a result is filed under: the mode, or the VARIANTS key whose settings it carries."""
     for label, (mode, changes) in VARIANTS.items():

@@ -2,11 +2,14 @@
 
     python experiments/time_to_score.py --preset pendulum --thresholds -400 -250 -200 --seeds 0 1 2
 
-For each seed the run is compiled as one chunk of --chunk iterations (no host callback) and timed chunk by chunk on
-the host, so the wall time of each iteration is known to within a chunk. Per threshold it reports the first
-iteration where (a) the training return (mean of the last 3 iterations' mean_return) and (b) the deterministic
+The run is compiled once (shared by the seeds) as one chunk of --chunk iterations (no host callback) and each seed
+is timed chunk by chunk on the host, so the wall time of each iteration is known to within a chunk. Per threshold
+it reports the first iteration where (a) the training return (mean of the last 3 iterations' mean_return) and (b) the deterministic
 evaluation (eval_return, every --eval-every iterations) reach it: env steps, run seconds and run + compile seconds.
-Start-up (importing jax and ppocma_jax) is measured once and reported apart. Prints a Markdown table; --json saves.
+Start-up (importing jax and ppocma_jax) is measured once and reported apart, with the machine's load average.
+--stop-when-reached ends a seed once both curves reached every threshold (first-reach numbers unchanged; the
+reported final return is then that of the last iterations run). Prints a Markdown table; --json saves
+(after every seed).
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ _T_START = time.perf_counter()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paper_runs import paper_config  # noqa: E402
+from paper_runs import config_overrides, paper_config  # noqa: E402
 
 from ppocma_jax.presets import preset_names, resolve_preset  # noqa: E402
 from ppocma_jax.train import Trainer  # noqa: E402
@@ -32,17 +37,28 @@ from ppocma_jax.train import Trainer  # noqa: E402
 IMPORT_S = time.perf_counter() - _T_START
 
 
-def run_seed(config, hparams, seed: int, chunk: int) -> dict:
-    """One run: per-iteration metrics and the host wall time at the end of each iteration's chunk."""
+def compile_run(config, hparams, chunk: int):
+    """(trainer, compiled init_state, compiled chunk of `chunk` iterations, compile seconds): one compile shared by
+    every seed (the seed is only a value of the key argument, so a second seed would recompile the same program)."""
     trainer = Trainer.build(config)
     hp = hparams.as_arrays()
     t0 = time.perf_counter()
-    state = jax.jit(trainer.init_state)(jax.random.PRNGKey(seed), hp)
+    init = jax.jit(trainer.init_state).lower(jax.random.PRNGKey(0), hp).compile()
+    state = init(jax.random.PRNGKey(0), hp)
     step = jax.jit(lambda s, h, limit: trainer.run(s, h, chunk, limit=limit)).lower(
         state, hp, np.int32(config.n_iterations)).compile()
-    compile_s = time.perf_counter() - t0
+    return trainer, init, step, time.perf_counter() - t0
+
+
+def run_seed(config, hparams, seed: int, chunk: int, compiled, thresholds: list[float] | None = None) -> dict:
+    """One run: per-iteration metrics and the host wall time at the end of each iteration's chunk. With
+    `thresholds`, the run stops after the first chunk in which both curves have reached every threshold (the
+    first-reach numbers are the same; only the rest of the budget is skipped)."""
+    _, init, step, compile_s = compiled
+    hp = hparams.as_arrays()
     rows, done = {k: [] for k in ("env_steps", "mean_return", "eval_return")}, 0
     wall, t0 = [], time.perf_counter()
+    state = init(jax.random.PRNGKey(seed), hp)
     while done < config.n_iterations:
         state, metrics = step(state, hp, np.int32(config.n_iterations))
         metrics = jax.device_get(metrics)
@@ -52,7 +68,10 @@ def run_seed(config, hparams, seed: int, chunk: int) -> dict:
             rows[k].extend(np.asarray(metrics[k][:n], np.float64).tolist())
         wall.extend([elapsed] * n)
         done += n
-    return {"seed": seed, "compile_s": compile_s, "wall_s": wall, **rows}
+        run = {"seed": seed, "compile_s": compile_s, "wall_s": wall, **rows}
+        if thresholds and all(hit is not None for t in thresholds for hit in first_reach(run, t).values()):
+            break
+    return {**run, "iterations_run": done, "stopped_early": done < config.n_iterations}
 
 
 def first_reach(run: dict, threshold: float) -> dict:
@@ -96,28 +115,39 @@ def table(label: str, rows: list[dict], compile_s: float) -> str:
                      else ["-", "-", "-"])
             lines.append(f"| {label} | {row['threshold']:g} | {name} | {c['reached']}/{c['of']} | " +
                          " | ".join(cells) + " |")
-    lines.append(f"\ncompile {compile_s:.1f} s (median), start-up imports {IMPORT_S:.1f} s")
+    lines.append(f"\ncompile {compile_s:.1f} s (once, shared by the seeds), start-up imports {IMPORT_S:.1f} s, "
+                 f"load average {os.getloadavg()[0]:.1f}")
     return "\n".join(lines)
 
 
 def measure(preset: str, env: str | None, mode: str | None, budget: int | None, thresholds: list[float],
-            seeds: list[int], chunk: int, eval_every: int, n_envs: int | None = None) -> dict:
-    """Run every seed and summarise; the entry point other scripts (accelerator_check.py) reuse."""
+            seeds: list[int], chunk: int, eval_every: int, n_envs: int | None = None,
+            stop_when_reached: bool = False, overrides: dict | None = None,
+            on_seed: Callable[[dict], None] | None = None) -> dict:
+    """Run every seed and summarise; the entry point other scripts (accelerator_check.py) reuse. `on_seed` gets the
+    summary of the seeds done so far after each seed (a run stopped part-way keeps them)."""
     settings = resolve_preset(preset, mode)
     env = env or settings["env"]
     mode = mode or settings["mode"]
     budget = budget or settings.get("max_steps", 1_000_000)
     config, hparams = paper_config(preset, env, mode, budget, n_envs)
-    config = config.replace(eval_every=eval_every).validate()
-    runs = [run_seed(config, hparams, s, chunk) for s in seeds]
-    rows = summarize(runs, thresholds)
-    compile_s = float(np.median([r["compile_s"] for r in runs]))
+    config = config.replace(eval_every=eval_every, **(overrides or {})).validate()
+    compiled = compile_run(config, hparams, chunk)
+    compile_s = compiled[3]
     label = f"{env} {mode} ({preset}, {config.max_steps:,} steps)"
-    return {"label": label, "preset": preset, "env": env, "mode": mode, "budget": config.max_steps,
-            "seeds": seeds, "import_s": IMPORT_S, "compile_s": compile_s, "backend": jax.default_backend(),
-            "jax": jax.__version__, "thresholds": rows, "table": table(label, rows, compile_s),
-            "final_train_return": [float(np.nanmean(np.asarray(r["mean_return"])[-3:])) for r in runs],
-            "runs": runs}
+    runs, result = [], {}
+    for seed in seeds:
+        runs.append(run_seed(config, hparams, seed, chunk, compiled, thresholds if stop_when_reached else None))
+        rows = summarize(runs, thresholds)
+        result = {"label": label, "preset": preset, "env": env, "mode": mode, "budget": config.max_steps,
+                  "seeds": seeds[:len(runs)], "import_s": IMPORT_S, "compile_s": compile_s,
+                  "backend": jax.default_backend(), "jax": jax.__version__, "thresholds": rows,
+                  "table": table(label, rows, compile_s),
+                  "final_train_return": [float(np.nanmean(np.asarray(r["mean_return"])[-3:])) for r in runs],
+                  "load_average": list(os.getloadavg()), "runs": runs}
+        if on_seed is not None:
+            on_seed(result)
+    return result
 
 
 def main() -> None:
@@ -131,18 +161,22 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=5, help="iterations per compiled chunk (timing resolution)")
     parser.add_argument("--eval-every", type=int, default=5, help="deterministic evaluation every K iterations")
     parser.add_argument("--n-envs", type=int, default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="any other Config field, e.g. --set policy_init=analytic (repeatable)")
+    parser.add_argument("--stop-when-reached", action="store_true",
+                        help="end a seed once both curves reached every threshold (skips the rest of the budget)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.chunk < 1 or args.eval_every < 1 or (args.budget is not None and args.budget < 1) or not args.seeds:
         parser.error("--chunk, --eval-every and --budget must be positive and --seeds non-empty")
     try:
         result = measure(args.preset, args.env, args.mode, args.budget, args.thresholds, args.seeds, args.chunk,
-                         args.eval_every, args.n_envs)
+                         args.eval_every, args.n_envs, args.stop_when_reached, config_overrides(args.set),
+                         on_seed=(lambda r: Path(args.json).write_text(json.dumps(r, indent=1))) if args.json
+                         else None)
     except Exception as exc:  # a bad env / mode name: one line, not a traceback
         parser.error(f"{type(exc).__name__}: {exc}")
     print(result["table"])
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
