@@ -55,7 +55,7 @@ class Run:
         from .export import PolicyError, _take
 
         try:
-            return _take(self.state, run, self.n_runs, "run")
+            return _take(self.state, run, self.n_runs, "run directory")
         except PolicyError as err:
             raise RunError(str(err)) from None
 
