@@ -6,14 +6,20 @@ params stay a plain pytree that vmaps, checkpoints and is easy to inspect.
 
 Params: a list of layers, each {"w": [fan_in, units], "b": [units]}; the last layer is linear.
 With dense skips each hidden layer outputs concat(input, activation(input @ w + b)), so layer widths grow.
+
+`Networks` / `CustomNetwork`: any flax.linen Module (or init / apply pair) in place of an MLP, behind the same
+interface, so the rest of the trainer does not know which it has.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+from .config import ConfigError
 
 MLPParams = list[dict[str, jax.Array]]
 
@@ -102,3 +108,86 @@ class MLP:
                 z = act(_dense(h, {"w": layer["w"], "b": b}))
                 h = jnp.concatenate([h, z], axis=-1) if self.dense_skips else z
         return new_params
+
+
+# ---------------------------------------------------------------- your own networks
+@dataclass(frozen=True, eq=False)  # eq=False: hashed by identity (a user's module need not be hashable)
+class CustomNetwork:
+    """A user's network behind the MLP interface (`init`, `apply`, `bias_init`), so the policy's soft clips and
+    pre-training, the critic's regression and the separate Adam states apply to it unchanged.
+
+    `init_fn(key, x [1, in_dim]) -> params` and `apply_fn(params, x [..., in_dim]) -> [..., out_dim]`: a
+    flax.linen Module's own `init` / `apply`, or a pair of functions with those signatures. The data-dependent
+    bias init of the built-in MLP (algorithm.md §2.1) is the MLP's own: a custom network keeps its init."""
+
+    name: str
+    in_dim: int
+    out_dim: int
+    init_fn: Callable[[jax.Array, jax.Array], Any]
+    apply_fn: Callable[[Any, jax.Array], jax.Array]
+    source: Any = None  # the object the user gave (for error messages and exports)
+
+    def init(self, key: jax.Array) -> Any:
+        return self.init_fn(key, jnp.zeros((1, self.in_dim), jnp.float32))
+
+    def apply(self, params: Any, x: jax.Array) -> jax.Array:
+        return self.apply_fn(params, x)
+
+    def bias_init(self, params: Any, x: jax.Array) -> Any:
+        return params
+
+
+@dataclass(frozen=True, eq=False)
+class Networks:
+    """Networks to train instead of the built-in MLPs; None keeps the built-in MLP (the original's).
+
+    Each is a flax.linen Module (any object with `init(key, x)` and `apply(params, x)`) or an `(init, apply)` pair
+    of functions with those signatures. Inputs are the scaled observations [..., obs_dim] (the critic's get one
+    more feature, the time index: [..., obs_dim + 1]); outputs are raw, before our soft clips:
+
+    - mean, logvar: PPO-CMA(-m)'s two policy networks, [..., action_dim] each;
+    - policy: the one policy network of PPO / PG / PG-pos: [..., 2 x action_dim] (raw mean, then raw
+      log-variance) for continuous actions, [..., n_actions] logits for discrete ones;
+    - critic: the value network, [..., 1].
+    """
+
+    mean: Any = None
+    logvar: Any = None
+    policy: Any = None
+    critic: Any = None
+
+    def given(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in ("mean", "logvar", "policy", "critic")
+                if getattr(self, name) is not None}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
+def custom_network(obj: Any, name: str, in_dim: int, out_dim: int, expected: str) -> CustomNetwork:
+    """Wrap and check a user's network: it must initialise on a [1, in_dim] input and map it to [1, out_dim].
+
+    `expected` says what the output holds (for the error). Raises ValueError (the caller's ConfigError) in one line."""
+    if isinstance(obj, tuple) and len(obj) == 2 and all(callable(f) for f in obj):
+        init_fn, apply_fn = obj
+    elif callable(getattr(obj, "init", None)) and callable(getattr(obj, "apply", None)):
+        init_fn, apply_fn = obj.init, obj.apply
+    else:
+        raise ConfigError(f"networks.{name} must be a flax.linen Module or an (init, apply) pair of functions, "
+                          f"got {type(obj).__name__}")
+    x = jax.ShapeDtypeStruct((1, in_dim), jnp.float32)
+    try:
+        params = jax.eval_shape(init_fn, jax.random.PRNGKey(0), x)
+        out = jax.eval_shape(apply_fn, params, x)
+    except Exception as err:  # noqa: BLE001 - the user's code: any failure becomes one line
+        raise ConfigError(f"networks.{name} fails on a [1, {in_dim}] input: {_first_line(err)}") from None
+    shape = getattr(out, "shape", None)
+    if shape != (1, out_dim):
+        got = f"shape {list(shape)}" if shape is not None else type(out).__name__
+        raise ConfigError(f"networks.{name} maps a [1, {in_dim}] input to {got}; expected [1, {out_dim}] "
+                          f"({expected})")
+    if not all(jnp.issubdtype(leaf.dtype, jnp.floating) for leaf in jax.tree.leaves(params)):
+        raise ConfigError(f"networks.{name} has non-float parameters; every parameter must be a float array")
+    return CustomNetwork(name, in_dim, out_dim, init_fn, apply_fn, obj)

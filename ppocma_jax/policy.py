@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from .config import Config, HParams
+from .config import Config, ConfigError, HParams
 from .envs.base import EnvSpec
-from .networks import MLP
+from .networks import MLP, CustomNetwork, Networks, custom_network
 from .optim import adam_init, adam_step
 
 PolicyParams = dict  # {"mean": mlp, "logvar": mlp} | {"joint": mlp} | {"logits": mlp}
@@ -53,30 +53,37 @@ class Policy:
     activation: str = "lrelu"
     dense_skips: bool = True
     init_scheme: str = "unit_norm"
+    custom: tuple[tuple[str, CustomNetwork], ...] = ()  # (params key, network) replacing the built-in MLP there
 
     @staticmethod
-    def from_config(config: Config, spec: EnvSpec) -> Policy:
+    def from_config(config: Config, spec: EnvSpec, networks: Networks | None = None) -> Policy:
+        """`networks`: custom policy networks (see networks.Networks); None, or a field left None, keeps the MLP."""
         kind = "categorical" if spec.discrete else ("separate" if config.is_cma else "joint")
         mean0 = std0 = None
         if not spec.discrete:
             low, high = spec.low_high()
             mean0 = tuple(map(float, (low + high) / 2)) if config.initial_mean is None else config.initial_mean
             std0 = tuple(map(float, (high - low) / 2)) if config.initial_std is None else config.initial_std
+        custom = _custom_policy_networks(networks, kind, spec, config) if networks is not None else ()
         return Policy(kind, spec.obs_dim, spec.action_dim, spec.action_low, spec.action_high, mean0, std0,
-                      config.hidden_layers, config.hidden_units, config.activation, config.dense_skips, config.init)
+                      config.hidden_layers, config.hidden_units, config.activation, config.dense_skips, config.init,
+                      custom)
 
     # ---- structure ----
     def _mlp(self, out_dim: int) -> MLP:
         return MLP(self.obs_dim, out_dim, self.hidden_layers, self.hidden_units, self.activation, self.dense_skips,
                    self.init_scheme)
 
-    def networks(self) -> dict[str, MLP]:
+    def networks(self) -> dict[str, MLP | CustomNetwork]:
         d = self.action_dim
         if self.kind == "separate":
-            return {"mean": self._mlp(d), "logvar": self._mlp(d)}
-        if self.kind == "joint":
-            return {"joint": self._mlp(2 * d)}
-        return {"logits": self._mlp(d)}
+            nets = {"mean": self._mlp(d), "logvar": self._mlp(d)}
+        elif self.kind == "joint":
+            nets = {"joint": self._mlp(2 * d)}
+        else:
+            nets = {"logits": self._mlp(d)}
+        nets.update(self.custom)
+        return nets
 
     @property
     def discrete(self) -> bool:
@@ -182,7 +189,7 @@ class Policy:
         params = {name: nets[name].bias_init(p, x0) for name, p in params.items()}
         if self.discrete:
             return params
-        if policy_init == "analytic":
+        if policy_init == "analytic":  # Trainer.build refuses it for custom networks (it sets the MLP's last layer)
             return self._analytic_init(params, hp)
         return self._pretrain(key_pre, params, hp, pretrain_steps - 1, pretrain_batch)
 
@@ -225,3 +232,35 @@ class Policy:
         (params, _), _ = jax.lax.scan(step, (params, adam_init(params)), jax.random.split(key, max(steps, 0)))
         return params
 
+
+
+def _custom_policy_networks(networks: Networks, kind: str, spec: EnvSpec, config: Config
+                            ) -> tuple[tuple[str, CustomNetwork], ...]:
+    """Check the user's policy networks against the policy kind and the env's sizes (ConfigError, one line)."""
+    d, obs_dim = spec.action_dim, spec.obs_dim
+    if kind == "separate":
+        if networks.policy is not None:
+            raise ConfigError(f"networks.policy is the single network of PPO / PG / PG-pos; mode {config.mode} "
+                              "trains two: give networks.mean and networks.logvar")
+        wanted = {"mean": ("mean", f"{d} raw action means, one per action dimension of {spec.name}"),
+                  "logvar": ("logvar", f"{d} raw log-variances, one per action dimension of {spec.name}")}
+    else:
+        given = [n for n in ("mean", "logvar") if getattr(networks, n) is not None]
+        if given:
+            raise ConfigError(f"networks.{given[0]} is one of PPO-CMA's two policy networks; mode {config.mode} "
+                              "trains one: give networks.policy")
+        if kind == "joint":
+            wanted = {"policy": ("joint", f"{d} raw means then {d} raw log-variances for {spec.name}")}
+        else:
+            wanted = {"policy": ("logits", f"one logit per discrete action of {spec.name}")}
+    custom = []
+    for field_name, (key, expected) in wanted.items():
+        obj = getattr(networks, field_name)
+        if obj is None:
+            continue
+        out_dim = 2 * d if key == "joint" else d
+        custom.append((key, custom_network(obj, field_name, obs_dim, out_dim, expected)))
+    if custom and not spec.discrete and config.policy_init == "analytic":
+        raise ConfigError("policy_init='analytic' sets the built-in MLP's output layer; custom policy networks "
+                          "start from the original's pre-training: use policy_init='pretrain'")
+    return tuple(custom)

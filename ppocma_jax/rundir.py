@@ -61,8 +61,8 @@ def load_config(run_dir: Path) -> tuple[Config, HParams, dict[str, Any]]:
         config, hparams = from_jsonable(document)
     except FileNotFoundError:
         raise CliError(f"{str(run_dir)!r} is not a run directory: no config.json there") from None
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        raise CliError(f"{str(run_dir)!r} has an unreadable config.json ({err})") from None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        raise CliError(f"{str(run_dir)!r} has an unreadable config.json ({type(err).__name__}: {err})") from None
     return config, hparams, document
 
 

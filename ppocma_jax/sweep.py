@@ -124,13 +124,15 @@ def take_run(tree: Any, index: int) -> Any:
 
 
 def make_train_batched(config: Config, on_iteration: Callable[[dict, jax.Array], None] | None = None,
-                       env: Any = None) -> Callable[[jax.Array, HParams], tuple[TrainState, dict[str, jax.Array]]]:
+                       env: Any = None, networks: Any = None
+                       ) -> Callable[[jax.Array, HParams], tuple[TrainState, dict[str, jax.Array]]]:
     """`train(keys [R, 2], hparams [R]) -> (states [R], metrics [iterations, R])`, pure and jit-able.
 
     Unlike `jax.vmap(make_train(config))`, the run axis is inside the iteration loop, so a logging callback sees
-    all runs of an iteration at once. `env`: an env object instead of `config.env` (see `envs.wrap_env`).
+    all runs of an iteration at once. `env`: an env object instead of `config.env` (see `envs.wrap_env`);
+    `networks`: your own networks instead of the built-in MLPs (networks.Networks, see `Trainer.build`).
     """
-    trainer = Trainer.build(config, env)
+    trainer = Trainer.build(config, env, networks)
 
     def train(keys: jax.Array, hparams: HParams) -> tuple[TrainState, dict[str, jax.Array]]:
         hp = hparams.as_arrays()

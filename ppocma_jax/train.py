@@ -27,7 +27,7 @@ from .evaluation import episode_limit, evaluate_policy
 from .gae import compute_gae, monte_carlo_returns
 from .history import History, history_init, history_push, history_sample
 from .metrics import METRIC_NAMES
-from .networks import MLP, MLPParams
+from .networks import MLP, CustomNetwork, MLPParams, Networks, custom_network
 from .normalize import ScalerState, scaler_apply, scaler_init, scaler_update
 from .optim import adam_init, adam_step
 from .policy import Policy, PolicyParams, gaussian_log_prob
@@ -94,19 +94,25 @@ class Trainer:
     config: Config
     env: Env
     policy: Policy
-    critic: MLP
+    critic: MLP | CustomNetwork
     # Set (by the CLI, see distributed.py) for a program sharded over several devices: the logging callback then
     # gets a replicated copy of the metrics (else XLA warns once per sharded array), and is unordered, as XLA
     # supports ordered callbacks on one device only (the host still gets iterations in order: the loop is serial).
     callback_sharding: Any = None
 
     @staticmethod
-    def build(config: Config, env: Any = None) -> Trainer:
+    def build(config: Config, env: Any = None, networks: Networks | None = None) -> Trainer:
         """`env` replaces `make_env(config.env, ...)`: an env object (see `envs.wrap_env`: our Env protocol, a
         gymnax Environment or (Environment, params)), or a host simulator's spec-only stand-in (agent.py), whose
         data reaches `learn` from outside the compiled program. The object wins over `config.env`, which is then
-        only a label."""
+        only a label.
+
+        `networks` (networks.Networks): flax.linen modules or (init, apply) pairs replacing the built-in MLPs of
+        the policy and / or the critic; their outputs are checked here (ConfigError, one line)."""
         config = config.validate()
+        if networks is not None and not isinstance(networks, Networks):
+            raise ConfigError(f"networks must be ppocma_jax.Networks(mean=..., logvar=..., policy=..., critic=...), "
+                              f"got {type(networks).__name__}")
         if env is None:
             env = make_env(config.env, config.action_repeat, backend=config.backend)
         elif not isinstance(getattr(env, "spec", None), EnvSpec):
@@ -133,9 +139,12 @@ class Trainer:
             if config.initial_std is not None and min(config.initial_std) <= 0:
                 raise ConfigError(f"initial_std must be > 0, got {config.initial_std}")
         check_fits(config, spec)  # ConfigError (one line) for sizes this machine cannot hold: before any compile
-        policy = Policy.from_config(config, spec)
-        critic = MLP(spec.obs_dim + 1, 1, config.hidden_layers, config.hidden_units, config.activation,
-                     config.dense_skips, config.init)
+        policy = Policy.from_config(config, spec, networks)
+        if networks is not None and networks.critic is not None:  # input: scaled obs + the time feature
+            critic = custom_network(networks.critic, "critic", spec.obs_dim + 1, 1, "the state value")
+        else:
+            critic = MLP(spec.obs_dim + 1, 1, config.hidden_layers, config.hidden_units, config.activation,
+                         config.dense_skips, config.init)
         return Trainer(config, env, policy, critic)
 
     def check_hparams(self, hp: HParams) -> None:
@@ -571,16 +580,17 @@ class Trainer:
         return states, metrics
 
 
-def make_train(config: Config, on_iteration: Callable[[dict], None] | None = None, env: Any = None
-               ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+def make_train(config: Config, on_iteration: Callable[[dict], None] | None = None, env: Any = None,
+               networks: Networks | None = None) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Build `train(key, hparams=None) -> (final TrainState, metrics)`.
 
     `train` is pure and jit-able as a whole; metrics arrays have a leading iteration axis (see METRIC_NAMES).
     hparams=None uses HParams() defaults. Raises ConfigError for invalid configs (before any compilation).
     `on_iteration`, if given, receives each iteration's metrics on the host (jax.debug.callback).
     `env`, if given, is an env object trained instead of `config.env` (see `Trainer.build`, `envs.wrap_env`).
+    `networks`, if given, replaces built-in MLPs with your own (networks.Networks; see `Trainer.build`).
     """
-    trainer = Trainer.build(config, env)
+    trainer = Trainer.build(config, env, networks)
 
     def train(key: jax.Array, hparams: HParams | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
         hparams = hparams if hparams is not None else HParams()

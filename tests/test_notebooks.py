@@ -1,8 +1,8 @@
 """Execute every notebook in notebooks/ top to bottom, so they never rot.
 
 Each notebook runs in a fresh kernel with the notebooks directory as working directory; any cell error fails the
-test with that cell's traceback. Their cost is almost all XLA compilation, which is single-threaded, so the three
-kernels run concurrently (one per core on a 2-core machine instead of one after another). Kernels inherit this
+test with that cell's traceback. Their cost is almost all XLA compilation, which is single-threaded, so the
+kernels run concurrently (sharing the cores instead of one after another). Kernels inherit this
 session's environment, including the persistent compilation cache of tests/conftest.py, so the didactic notebook
 reuses the programs tests/test_didactic.py compiled. The notebooks are stored without outputs and are not rewritten.
 """
@@ -18,12 +18,12 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ("quickstart.ipynb", "didactic.ipynb", "sweeps.ipynb")
+NAMES = ("quickstart.ipynb", "didactic.ipynb", "sweeps.ipynb", "custom_env.ipynb")
 TIMEOUT_S = 300  # per cell; generous for a loaded shared CPU
 # Notebooks whose programs run for well under a second: compile them at LLVM optimisation level 0 (about half the
 # compile time). Not the didactic one: its kernel must keep the session's XLA flags to hit the compilation cache
 # (the flags are part of the cache key), and its programs run long enough to want optimised code.
-FAST_COMPILE = {"quickstart.ipynb", "sweeps.ipynb"}
+FAST_COMPILE = {"quickstart.ipynb", "sweeps.ipynb", "custom_env.ipynb"}
 
 
 def _kernel_env(name: str) -> dict[str, str]:
