@@ -319,36 +319,18 @@ class Trainer:
         skipped, so one compiled chunk of fixed length serves every chunk of a checkpointed run, the last included.
         After a NaN/Inf the remaining iterations are skipped too and report finite=0.
         """
-        first = state.iteration
         metric_shapes = jax.eval_shape(self.iteration, state, hp)[1]
 
         def skipped(state):
             return state, {k: jnp.full(v.shape, jnp.nan if jnp.issubdtype(v.dtype, jnp.floating) else 0, v.dtype)
                            for k, v in metric_shapes.items()}
 
-        def run_iteration(state):
-            new_state, metrics = self.iteration(state, hp)
-            if on_iteration is not None:
-                if self.callback_sharding is not None:
-                    metrics = jax.lax.with_sharding_constraint(metrics, self.callback_sharding)
-                jax.debug.callback(on_iteration, metrics, ordered=self.callback_sharding is None)
-            return new_state, metrics
+        def step(state, failed, past_limit, i):
+            new_state, metrics = jax.lax.cond(failed | past_limit, skipped, lambda s: self.iteration(s, hp), state)
+            return new_state, metrics, ~(failed | past_limit)
 
-        def body(carry, i):
-            state, failed = carry
-            past_limit = jnp.array(False) if limit is None else first + i >= limit
-            new_state, metrics = jax.lax.cond(failed | past_limit, skipped, run_iteration, state)
-            # Rows are numbered by attempted iteration, so they stay unique after a halt.
-            metrics = dict(metrics, iteration=first + i + 1,
-                           env_steps=(first + i + 1) * jnp.int32(self.config.iter_steps))
-            # NaN/Inf guard: a non-finite update is discarded, so the carried state stays the last good one.
-            ok = (metrics["finite"] == 1) | past_limit
-            state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
-            return (state, failed | ~ok), metrics
-
-        (state, _), metrics = jax.lax.scan(body, (state, jnp.array(False)), jnp.arange(n_iterations, dtype=jnp.int32))
-        return state, metrics
-
+        report = None if on_iteration is None else lambda metrics, ran: on_iteration(metrics) if ran else None
+        return self._loop(step, state, n_iterations, limit, report)
 
     def run_batched(self, states: TrainState, hps: HParams, n_iterations: int,
                     on_iteration: Callable[[dict, jax.Array], None] | None = None,
@@ -363,37 +345,55 @@ class Trainer:
         first = states.iteration[0]  # every run advances in lockstep
         n_runs = states.iteration.shape[0]
 
-        def body(carry, i):
-            states, failed = carry
-            past_limit = jnp.array(False) if limit is None else first + i >= limit
+        def step(states, failed, past_limit, i):
             new_states, metrics = jax.vmap(lambda st, h: self.iteration(st, h, evaluate=False))(states, hps)
             if self.config.eval_every > 0:  # one scalar schedule for all runs (they advance in lockstep)
                 nan_r = jnp.full((n_runs,), jnp.nan, jnp.float32)
                 metrics["eval_return"] = jax.lax.cond(
                     self._eval_due(first + i + 1) & ~past_limit,
                     lambda st: jax.vmap(self._eval_return)(st, hps), lambda _: nan_r, new_states)
+            return new_states, metrics, ~past_limit
+
+        return self._loop(step, states, n_iterations, limit, on_iteration)
+
+    def _loop(self, step: Callable, states: TrainState, n_iterations: int, limit: jax.Array | int | None,
+              report: Callable[[dict, jax.Array], None] | None) -> tuple[TrainState, dict[str, jax.Array]]:
+        """The loop body `run` and `run_batched` share, as one lax.scan over `n_iterations`: one run (scalar
+        flags) or R runs in lockstep (flags [R], leading axis of every state leaf).
+
+        `step(states, failed, past_limit, i) -> (new states, metrics, ran)` is one iteration. Around it: the limit
+        (iterations at or past `limit` keep the state), the NaN/Inf guard (algorithm.md §3.1 step 6: a non-finite
+        update is discarded, the run keeps its last good state and reports finite=0 and NaN from then on), rows
+        numbered by attempted iteration (unique after a halt), and `report(metrics, ran)` on the host."""
+        first = states.iteration.reshape(-1)[0]  # runs advance in lockstep
+        iter_steps = jnp.int32(self.config.iter_steps)
+
+        def body(carry, i):
+            states, failed = carry
+            past_limit = jnp.array(False) if limit is None else first + i >= limit
+            new_states, metrics, ran = step(states, failed, past_limit, i)
             ok = (metrics["finite"] == 1) & ~failed
             keep_new = ok & ~past_limit
-
-            def select(new, old):
-                mask = keep_new.reshape(keep_new.shape + (1,) * (new.ndim - 1))
-                return jnp.where(mask, new, old)
-
-            states = jax.tree.map(select, new_states, states)
+            states = jax.tree.map(lambda new, old: jnp.where(_expand(keep_new, new), new, old), new_states, states)
             nan_out = lambda v: jnp.where(failed, jnp.nan, v) if jnp.issubdtype(v.dtype, jnp.floating) else v
             metrics = {k: nan_out(v) for k, v in metrics.items()}
             metrics["finite"] = jnp.where(failed, 0, metrics["finite"])
-            metrics["iteration"] = jnp.broadcast_to(first + i + 1, (n_runs,))
-            metrics["env_steps"] = metrics["iteration"] * jnp.int32(self.config.iter_steps)
-            if on_iteration is not None:
+            metrics["iteration"] = jnp.broadcast_to(first + i + 1, failed.shape)
+            metrics["env_steps"] = metrics["iteration"] * iter_steps
+            if report is not None:
                 if self.callback_sharding is not None:
                     metrics = jax.lax.with_sharding_constraint(metrics, self.callback_sharding)
-                jax.debug.callback(on_iteration, metrics, ~past_limit, ordered=self.callback_sharding is None)
+                jax.debug.callback(report, metrics, ran, ordered=self.callback_sharding is None)
             return (states, failed | (~ok & ~past_limit)), metrics
 
-        (states, _), metrics = jax.lax.scan(body, (states, jnp.zeros((n_runs,), bool)),
-                                            jnp.arange(n_iterations, dtype=jnp.int32))
+        failed = jnp.zeros(states.iteration.shape, bool)
+        (states, _), metrics = jax.lax.scan(body, (states, failed), jnp.arange(n_iterations, dtype=jnp.int32))
         return states, metrics
+
+
+def _expand(flag: jax.Array, leaf: jax.Array) -> jax.Array:
+    """A per-run flag [] or [R] broadcastable against a state leaf [R, ...]."""
+    return flag.reshape(flag.shape + (1,) * (leaf.ndim - flag.ndim))
 
 
 def make_train(config: Config, on_iteration: Callable[[dict], None] | None = None, env: Any = None
