@@ -26,7 +26,7 @@ from .evaluation import episode_limit, evaluate_policy
 from .history import History, history_init, history_push
 from .networks import MLP, MLPParams
 from .normalize import ScalerState, scaler_apply, scaler_init, scaler_update
-from .optim import adam_init
+from .optim import adam_init, learning_rate_scale
 from .policy import Policy, PolicyParams, gaussian_log_prob
 from .resources import check_fits
 from .rollout import EnvCarry, Transition, env_reset, rollout
@@ -229,6 +229,10 @@ class Trainer:
         cfg = self.config
         if replay is not None and not cfg.is_cma:  # joint_pass draws its own rows: say so rather than ignore
             raise ValueError(f"replay indices are for the PPO-CMA modes; mode {cfg.mode} has no variance / mean pass")
+        if cfg.lr_schedule != "constant":  # both rates scaled by the schedule's factor (algorithm.md §3.7)
+            scale = learning_rate_scale(cfg.lr_schedule, state.iteration, cfg.n_iterations)
+            hp = hp.replace(learning_rate=hp.learning_rate * scale,
+                            critic_learning_rate=hp.critic_learning_rate * scale)
         scaler = scaler_update(state.scaler, traj.obs, cfg.obs_norm)  # algorithm.md §3.1 step 2, §5
         critic = critic_pass(self.critic, cfg, state.critic_params, state.opt_states["critic"],
                              self._critic_batch(scaler, traj, hp), state.iteration == 0, key_critic, hp,

@@ -21,7 +21,7 @@ from .gae import compute_gae, monte_carlo_returns
 from .history import History, history_sample
 from .networks import MLP, MLPParams
 from .normalize import ScalerState, scaler_apply
-from .optim import adam_step
+from .optim import Optimizer
 from .policy import Policy, PolicyParams
 
 ADV_EPS = 1e-10  # the original's epsilon in A / (std(A) + eps)
@@ -96,16 +96,21 @@ def minibatch_rows(config: Config, key: jax.Array, n: int) -> jax.Array:
     return jax.random.randint(key, (config.minibatch_size,), 0, n)
 
 
+def optimizer(config: Config) -> Optimizer:
+    """Every network's optimiser (algorithm.md §3.7): optional gradient clipping, then Adam, then the rate."""
+    return Optimizer(adam_epsilon=config.adam_epsilon, max_grad_norm=config.max_grad_norm)
+
+
 def adam_steps(loss_fn: Callable[[Any, Any], jax.Array], params: Any, opt_state: optax.OptState, draws: Any,
                learning_rate: jax.Array, config: Config, rows: Callable[[Any], Any] | None = None) -> PassResult:
-    """One Adam step of `loss_fn(params, rows(draw))` per leading entry of `draws` (algorithm.md §3.7), as a
+    """One optimiser step of `loss_fn(params, rows(draw))` per leading entry of `draws` (algorithm.md §3.7), as a
     lax.scan; the loss is the mean over the steps. `rows` (default: the draw itself) turns a draw into the
     minibatch's rows, outside the gradient."""
 
     def step(carry, draw):
         params, opt_state = carry
         loss, grads = jax.value_and_grad(loss_fn)(params, draw if rows is None else rows(draw))
-        params, opt_state = adam_step(params, grads, opt_state, learning_rate, config.adam_epsilon)
+        params, opt_state = optimizer(config).step(params, grads, opt_state, learning_rate)
         return (params, opt_state), loss
 
     (params, opt_state), step_losses = jax.lax.scan(step, (params, opt_state), draws)
@@ -274,7 +279,7 @@ def joint_pass(policy: Policy, config: Config, params: PolicyParams, opt_state: 
     def update(net, opt, k):
         rows = minibatch_rows(config, k, n)
         loss, grads = jax.value_and_grad(loss_fn)(net, rows)
-        net, opt = adam_step(net, grads, opt, hp.learning_rate, config.adam_epsilon)
+        net, opt = optimizer(config).step(net, grads, opt, hp.learning_rate)
         return net, opt, loss, kl_exceeded(net)
 
     def step(carry, k):
