@@ -7,6 +7,7 @@ One iteration (algorithm.md §3.1, with the fixed-length-rollout adjustments of 
      PPO-CMA(-m): push to the H-deep history; mean_old = current mean; variance pass over the history;
                   mean pass over the current data (with mirroring for -m), using the updated variance;
      PPO: clipped surrogate on the joint network; PG / PG-pos: vanilla policy gradient.
+The passes themselves are update.py's functions; `Trainer` orders them and runs the loop.
 """
 
 from __future__ import annotations
@@ -238,6 +239,8 @@ class Trainer:
                              self._critic_batch(scaler, traj, hp), state.iteration == 0, key_critic, hp,
                              None if replay is None else replay.critic)  # algorithm.md §3.1 steps 3-4
         flat = _flatten(traj)
+        # (Scaled before the advantages, in this order: XLA's fusion follows program order, and this order keeps
+        # results bit-identical to earlier versions of this function.)
         obs = scaler_apply(scaler, flat.obs)
         adv, adv_std = preprocess_advantages(cfg, critic.advantages.reshape(-1))
         batch = PolicyBatch(obs=obs, actions=flat.action, advantages=adv)
