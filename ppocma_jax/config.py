@@ -32,6 +32,7 @@ VALUE_TARGETS: tuple[str, ...] = ("lambda", "returns", "mc")
 EPISODE_ENDS: tuple[str, ...] = ("split", "original")
 ADAM_EPSILONS: tuple[str, ...] = ("optax", "tf1")
 ADVANTAGE_CRITICS: tuple[str, ...] = ("updated", "old")
+LR_SCHEDULES: tuple[str, ...] = ("constant", "linear")
 
 # int32 counters in the compiled loop: keep total env steps well inside 2**31.
 MAX_TOTAL_STEPS = 2_000_000_000
@@ -91,6 +92,11 @@ class Config:
                               "code)", default="split")
     adam_epsilon: str = _help("where Adam adds epsilon: optax (to the bias-corrected sqrt(v)) or tf1 (to the "
                               "uncorrected sqrt(v), the original's TensorFlow-1 Adam)", default="optax")
+    max_grad_norm: float = _help("clip each network's gradient to this global L2 norm before its Adam step "
+                                 "(optax.clip_by_global_norm); 0: off, as the original", default=0.0)
+    lr_schedule: str = _help("learning-rate schedule of every network: constant (the original) or linear (annealed "
+                             "from the learning rate in the first iteration towards 0 at the end of the run)",
+                             default="constant")
     advantage_critic: str = _help("critic the advantages come from: updated (original PPO-CMA: trained on this "
                                   "iteration first) or old (values as recorded while acting: most PPO code)",
                                   default="updated")
@@ -108,6 +114,14 @@ class Config:
                                                    "action box)", default=None)
     initial_std: tuple[float, ...] | None = _help("initial action std per dimension (default: half the range)",
                                                   default=None)
+
+    def __post_init__(self) -> None:
+        # The CLI passes a float field's flag value as text: hold the number, or say in one line why not.
+        if isinstance(self.max_grad_norm, str):
+            try:
+                object.__setattr__(self, "max_grad_norm", float(self.max_grad_norm))
+            except ValueError:
+                raise ConfigError(f"max_grad_norm must be a number >= 0 (0: off), got {self.max_grad_norm!r}") from None
 
     # ---- derived quantities (pure functions of the fields) ----
     @property
@@ -176,9 +190,12 @@ class Config:
             raise ConfigError(f"unknown obs_norm {self.obs_norm!r}; valid: {', '.join(OBS_NORMS)}")
         for name, valid in (("critic_loss", CRITIC_LOSSES), ("value_targets", VALUE_TARGETS),
                             ("advantage_critic", ADVANTAGE_CRITICS), ("episode_ends", EPISODE_ENDS),
-                            ("adam_epsilon", ADAM_EPSILONS)):
+                            ("adam_epsilon", ADAM_EPSILONS), ("lr_schedule", LR_SCHEDULES)):
             if getattr(self, name) not in valid:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+        if (not isinstance(self.max_grad_norm, (int, float)) or isinstance(self.max_grad_norm, bool)
+                or not math.isfinite(self.max_grad_norm) or self.max_grad_norm < 0):
+            raise ConfigError(f"max_grad_norm must be a finite number >= 0 (0: off), got {self.max_grad_norm!r}")
         if self.full_batch and self.is_cma:
             raise ConfigError(f"full_batch is for PPO / PG modes; {self.mode} draws its variance-pass minibatches "
                               "from the H-iteration history")

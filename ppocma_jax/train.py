@@ -7,6 +7,7 @@ One iteration (algorithm.md §3.1, with the fixed-length-rollout adjustments of 
      PPO-CMA(-m): push to the H-deep history; mean_old = current mean; variance pass over the history;
                   mean pass over the current data (with mirroring for -m), using the updated variance;
      PPO: clipped surrogate on the joint network; PG / PG-pos: vanilla policy gradient.
+The passes themselves are update.py's functions; `Trainer` orders them and runs the loop.
 """
 
 from __future__ import annotations
@@ -20,22 +21,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from . import losses
 from .config import Config, ConfigError, HParams
 from .envs import Env, EnvSpec, make_env, wrap_env
 from .evaluation import episode_limit, evaluate_policy
-from .gae import compute_gae, monte_carlo_returns
-from .history import History, history_init, history_push, history_sample
+from .history import History, history_init, history_push
 from .metrics import METRIC_NAMES
 from .networks import MLP, CustomNetwork, MLPParams, Networks, custom_network
 from .normalize import ScalerState, scaler_apply, scaler_init, scaler_update
-from .optim import adam_init, adam_step
+from .optim import adam_init, learning_rate_scale
 from .policy import Policy, PolicyParams, gaussian_log_prob
 from .resources import check_fits
 from .rollout import EnvCarry, Transition, env_reset, rollout
-
-ADV_EPS = 1e-10  # the original's epsilon in A / (std(A) + eps)
-
+from .update import (CriticBatch, CriticResult, PolicyBatch, PolicyUpdate, ReplayIndices, cma_update, critic_pass,
+                     joint_update, preprocess_advantages)
 
 @struct.dataclass
 class TrainState:
@@ -54,18 +52,6 @@ class TrainState:
 
 
 # METRIC_NAMES, the per-iteration metrics, live in metrics.py (the host side reads them without the trainer).
-
-
-@struct.dataclass
-class ReplayIndices:
-    """Minibatch rows to use instead of drawing them, each [n_updates, M] int32: for replaying a reference update
-    (tests/test_golden.py replays the original code's recorded draws). `var_slot` is the history slot (0 = oldest
-    pushed, while fewer than H pushes), `var_sample` the sample within it."""
-
-    critic: jax.Array
-    var_slot: jax.Array
-    var_sample: jax.Array
-    mean: jax.Array
 
 
 def iteration_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -232,7 +218,7 @@ class Trainer:
     def learn(self, state: TrainState, traj: Transition, key_critic: jax.Array, key_policy: jax.Array,
               hp: HParams, replay: ReplayIndices | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
         """The update half of an iteration, on a given time-major batch `traj` [T, n, ...] (from `rollout` or from
-        a host simulator, see agent.py): scaler, critic, advantages, policy.
+        a host simulator, see agent.py): scaler, critic, advantages, policy (algorithm.md §3.1 steps 2-6).
 
         Returns the state with new parameters, optimizer states, scaler and history (env, key and counters are
         left to the caller) and the learning metrics: critic_loss, policy_loss, variance_loss, approx_kl,
@@ -241,56 +227,70 @@ class Trainer:
         iterations vary in length); the PPO-CMA history needs exactly `samples_per_iter` samples.
         """
         cfg = self.config
-        if replay is not None and not cfg.is_cma:  # _joint_update draws its own rows: say so rather than ignore
+        if replay is not None and not cfg.is_cma:  # joint_pass draws its own rows: say so rather than ignore
             raise ValueError(f"replay indices are for the PPO-CMA modes; mode {cfg.mode} has no variance / mean pass")
-        scaler = scaler_update(state.scaler, traj.obs, cfg.obs_norm)
-
-        critic_params, critic_opt, critic_loss, advantages, value_mean = self._critic_and_advantages(
-            state, scaler, traj, key_critic, hp, None if replay is None else replay.critic)
-
+        if cfg.lr_schedule != "constant":  # both rates scaled by the schedule's factor (algorithm.md §3.7)
+            scale = learning_rate_scale(cfg.lr_schedule, state.iteration, cfg.n_iterations)
+            hp = hp.replace(learning_rate=hp.learning_rate * scale,
+                            critic_learning_rate=hp.critic_learning_rate * scale)
+        scaler = scaler_update(state.scaler, traj.obs, cfg.obs_norm)  # algorithm.md §3.1 step 2, §5
+        critic = critic_pass(self.critic, cfg, state.critic_params, state.opt_states["critic"],
+                             self._critic_batch(scaler, traj, hp), state.iteration == 0, key_critic, hp,
+                             None if replay is None else replay.critic)  # algorithm.md §3.1 steps 3-4
         flat = _flatten(traj)
+        # (Scaled before the advantages, in this order: XLA's fusion follows program order, and this order keeps
+        # results bit-identical to earlier versions of this function.)
         obs = scaler_apply(scaler, flat.obs)
-        adv = advantages.reshape(-1)
-        if cfg.relu_advantages:
-            adv = jnp.maximum(adv, 0.0)
-        adv_std = jnp.std(adv)
-        if cfg.advantage_norm == "meanstd":
-            adv = (adv - jnp.mean(adv)) / (adv_std + ADV_EPS)
-        else:
-            adv = adv / (adv_std + ADV_EPS)
-
-        opt_states = dict(state.opt_states, critic=critic_opt)
-        if self.policy.discrete:
-            log_prob_old = self.policy.log_prob(state.policy_params, obs, flat.action, hp)
-        else:  # one forward pass gives both the old mean (PPO-CMA's mirroring centre) and log pi_old
-            mean_old, logvar_old = self.policy.gaussian(state.policy_params, obs, hp)
-            log_prob_old = gaussian_log_prob(flat.action, mean_old, logvar_old)
-        if cfg.is_cma:
+        adv, adv_std = preprocess_advantages(cfg, critic.advantages.reshape(-1))
+        batch = PolicyBatch(obs=obs, actions=flat.action, advantages=adv)
+        mean_old, log_prob_old = self._old_policy(state.policy_params, batch, hp)
+        opt_states = dict(state.opt_states, critic=critic.trained.opt_state)
+        history = state.history
+        if cfg.is_cma:  # algorithm.md §3.1 step 5: push raw states (§3.8), then the variance and mean passes
             history = history_push(state.history, flat.obs, flat.action, adv)
-            policy_params, opt_states, policy_loss, var_loss = self._cma_update(
-                state.policy_params, opt_states, history, scaler, obs, flat.action, adv,
-                jax.lax.stop_gradient(mean_old), key_policy, hp, replay)
+            update = cma_update(self.policy, cfg, state.policy_params, opt_states, history, scaler, batch,
+                                jax.lax.stop_gradient(mean_old), key_policy, hp, replay)
         else:
-            history = state.history
-            policy_params, opt_states, policy_loss = self._joint_update(
-                state.policy_params, opt_states, obs, flat.action, adv, log_prob_old, key_policy, hp)
-            var_loss = jnp.array(jnp.nan, jnp.float32)
-        log_ratio = self.policy.log_prob(policy_params, obs, flat.action, hp) - log_prob_old
-        approx_kl = jnp.mean(jnp.expm1(log_ratio) - log_ratio)
+            update = joint_update(self.policy, cfg, state.policy_params, opt_states, batch, log_prob_old,
+                                  key_policy, hp)
+        new_state = state.replace(policy_params=update.params, critic_params=critic.trained.params,
+                                  opt_states=update.opt_states, scaler=scaler, history=history)
+        return new_state, self._learn_metrics(critic, update, batch, log_prob_old, adv_std, hp)
 
-        new_state = state.replace(policy_params=policy_params, critic_params=critic_params, opt_states=opt_states,
-                                  scaler=scaler, history=history)
-        losses_finite = jnp.isfinite(critic_loss) & jnp.isfinite(policy_loss)
-        metrics = {
-            "critic_loss": critic_loss,
-            "policy_loss": policy_loss,
-            "variance_loss": var_loss,
-            "approx_kl": approx_kl,
+    def _critic_batch(self, scaler: ScalerState, traj: Transition, hp: HParams) -> CriticBatch:
+        """The critic's view of `traj` [T, n, ...]: inputs at s_t (time t) and at the successor (time t + 1; time 0
+        too with episode_ends="original", algorithm.md §10 D1)."""
+        end_inputs = None
+        if self.config.episode_ends == "original":
+            end_inputs = self._critic_inputs(scaler, traj.next_obs, jnp.zeros_like(traj.time), hp)
+        return CriticBatch(inputs=self._critic_inputs(scaler, traj.obs, traj.time, hp),
+                           next_inputs=self._critic_inputs(scaler, traj.next_obs, traj.time + 1, hp),
+                           end_inputs=end_inputs, reward=traj.reward, terminated=traj.terminated,
+                           truncated=traj.truncated)
+
+    def _old_policy(self, params: PolicyParams, batch: PolicyBatch, hp: HParams
+                    ) -> tuple[jax.Array | None, jax.Array]:
+        """(mean_old [n, d] or None for discrete actions, log pi_old(a_i | s_i) [n]) before the policy update."""
+        if self.policy.discrete:
+            return None, self.policy.log_prob(params, batch.obs, batch.actions, hp)
+        # one forward pass gives both the old mean (PPO-CMA's mirroring centre) and log pi_old
+        mean_old, logvar_old = self.policy.gaussian(params, batch.obs, hp)
+        return mean_old, gaussian_log_prob(batch.actions, mean_old, logvar_old)
+
+    def _learn_metrics(self, critic: CriticResult, update: PolicyUpdate, batch: PolicyBatch,
+                       log_prob_old: jax.Array, adv_std: jax.Array, hp: HParams) -> dict[str, jax.Array]:
+        """The learning metrics of one update (see METRIC_NAMES)."""
+        log_ratio = self.policy.log_prob(update.params, batch.obs, batch.actions, hp) - log_prob_old
+        losses_finite = jnp.isfinite(critic.trained.loss) & jnp.isfinite(update.policy_loss)
+        return {
+            "critic_loss": critic.trained.loss,
+            "policy_loss": update.policy_loss,
+            "variance_loss": update.variance_loss,
+            "approx_kl": jnp.mean(jnp.expm1(log_ratio) - log_ratio),  # KL(old || new), the k3 estimator
             "adv_std": adv_std,
-            "value_mean": value_mean,
-            "finite": (losses_finite & _all_finite((policy_params, critic_params))).astype(jnp.int32),
+            "value_mean": critic.value_mean,
+            "finite": (losses_finite & _all_finite((update.params, critic.trained.params))).astype(jnp.int32),
         }
-        return new_state, metrics
 
     def _eval_due(self, iteration: jax.Array) -> jax.Array:
         cfg = self.config
@@ -315,184 +315,6 @@ class Trainer:
         feature = jnp.where(hp.gamma > 0, hp.critic_time_scale, 0.0) * time.astype(jnp.float32)
         return jnp.concatenate([scaler_apply(scaler, obs), feature[..., None]], axis=-1)
 
-    def _critic_and_advantages(self, state: TrainState, scaler: ScalerState, traj: Transition, key: jax.Array,
-                               hp: HParams, replay_rows: jax.Array | None = None):
-        """Train the critic, then compute advantages with it (algorithm.md §3.1 steps 3-4).
-
-        Targets (`value_targets`): lambda-returns from the critic as it was before this iteration by default, or the
-        original's Monte-Carlo returns cut at every episode end (algorithm.md §3.3, D2); the advantages then use
-        the freshly trained critic, as the original does. Successor states get time index t+1, also at a time
-        limit; `episode_ends="original"` bootstraps every episode end from time feature 0 instead (§10 D1).
-        `replay_rows` [n_updates, M] replaces the minibatch draws (ReplayIndices)."""
-        cfg = self.config
-        inputs = self._critic_inputs(scaler, traj.obs, traj.time, hp)
-        next_inputs = self._critic_inputs(scaler, traj.next_obs, traj.time + 1, hp)
-        # Data-dependent bias init on the first iteration's inputs (the original does it on its first batch).
-        critic_params = jax.lax.cond(
-            state.iteration == 0,
-            lambda p: self.critic.bias_init(p, inputs.reshape(-1, inputs.shape[-1])),
-            lambda p: p,
-            state.critic_params,
-        )
-
-        episode_end = traj.terminated | traj.truncated
-        if cfg.episode_ends == "original":  # every episode end bootstraps from V(s', time feature 0) (§10 D1)
-            end_inputs = self._critic_inputs(scaler, traj.next_obs, jnp.zeros_like(traj.time), hp)
-
-        def gae_with(params, lam):
-            values = self.critic.apply(params, inputs)[..., 0]
-            next_values = self.critic.apply(params, next_inputs)[..., 0]
-            terminated, truncated = traj.terminated, traj.truncated
-            if cfg.episode_ends == "original":
-                next_values = jnp.where(episode_end, self.critic.apply(params, end_inputs)[..., 0], next_values)
-                terminated, truncated = jnp.zeros_like(terminated), episode_end
-            adv, targets = compute_gae(traj.reward, values, next_values, terminated, truncated, hp.gamma, lam)
-            return adv, targets, values, next_values
-
-        old_advantages, targets, old_values, old_next_values = gae_with(critic_params, hp.gae_lambda)
-        if cfg.value_targets == "returns":  # rewards-to-go: the lambda = 1 return (values enter only at cuts)
-            targets = gae_with(critic_params, jnp.ones_like(hp.gae_lambda))[1]
-        elif cfg.value_targets == "mc":  # the original's targets: no bootstrap at any episode end (§3.3, D2)
-            targets = monte_carlo_returns(traj.reward, episode_end, old_next_values[-1], hp.gamma)
-        flat_inputs = inputs.reshape(-1, inputs.shape[-1])
-        flat_targets = jax.lax.stop_gradient(targets.reshape(-1))
-        n = flat_targets.shape[0]
-
-        def step(carry, draw):
-            params, opt = carry
-            idx = self._minibatch(draw, n) if replay_rows is None else draw
-            loss, grads = jax.value_and_grad(losses.critic_loss)(params, self.critic, flat_inputs[idx],
-                                                                 flat_targets[idx], cfg.critic_loss)
-            params, opt = adam_step(params, grads, opt, hp.critic_learning_rate, cfg.adam_epsilon)
-            return (params, opt), loss
-
-        draws = jax.random.split(key, cfg.n_updates) if replay_rows is None else replay_rows
-        (critic_params, critic_opt), step_losses = jax.lax.scan(step, (critic_params, state.opt_states["critic"]),
-                                                                draws)
-        if cfg.advantage_critic == "old":
-            advantages, values = old_advantages, old_values
-        else:
-            advantages, _, values, _ = gae_with(critic_params, hp.gae_lambda)
-        return critic_params, critic_opt, jnp.mean(step_losses), advantages, jnp.mean(values)
-
-    def _minibatch(self, key: jax.Array, n: int) -> jax.Array:
-        """Indices of one minibatch: M_eff drawn with replacement (algorithm.md §3.2), or all n with full_batch."""
-        if self.config.full_batch:
-            return jnp.arange(n)
-        return jax.random.randint(key, (self.config.minibatch_size,), 0, n)
-
-    # ---------------------------------------------------------------- policy updates
-    def _cma_update(self, params: PolicyParams, opt_states: dict, history: History, scaler: ScalerState,
-                    obs: jax.Array, actions: jax.Array, adv: jax.Array, mean_old: jax.Array, key: jax.Array,
-                    hp: HParams, replay: ReplayIndices | None = None):
-        """PPO-CMA's two passes (algorithm.md §3.4): variance over the history first, then the mean over current data.
-
-        What each pass holds frozen is computed once, not per minibatch: the variance pass's mean for all its
-        minibatches in one forward (the mean net does not change during that pass), and the mean pass's targets,
-        weights and log-variances for the whole iteration (the variance net no longer changes). The math is the
-        same as evaluating them inside every step; it saves a forward pass of the other network per step.
-        `mean_old`: [n, d] the mean at `obs` before both passes.
-        """
-        cfg = self.config
-        policy = self.policy
-        batch = cfg.minibatch_size
-        n = adv.shape[0]
-        key_var, key_mean = jax.random.split(key)
-
-        # Variance pass: draw every minibatch up front, [n_updates, B, ...].
-        if replay is None:
-            h_obs, h_actions, h_adv = history_sample(history, key_var, cfg.n_updates * batch)
-        else:
-            slot, sample = replay.var_slot.reshape(-1), replay.var_sample.reshape(-1)
-            h_obs, h_actions, h_adv = history.obs[slot, sample], history.actions[slot, sample], \
-                history.advantages[slot, sample]
-        h_obs = scaler_apply(scaler, h_obs)  # history keeps raw states: rescale with the newest scaler
-        h_mean = jax.lax.stop_gradient(policy.mean(params, h_obs))
-        split = lambda x: x.reshape((cfg.n_updates, batch) + x.shape[1:])
-        var_batches = tuple(map(split, (h_obs, h_actions, h_adv, h_mean)))
-
-        def var_step(carry, minibatch):
-            logvar_params, opt = carry
-            m_obs, m_actions, m_adv, m_mean = minibatch
-
-            def loss_fn(lp):
-                return losses.variance_loss(dict(params, logvar=lp), m_obs, m_actions, m_adv, policy, hp, m_mean)
-
-            loss, grads = jax.value_and_grad(loss_fn)(logvar_params)
-            logvar_params, opt = adam_step(logvar_params, grads, opt, hp.learning_rate, cfg.adam_epsilon)
-            return (logvar_params, opt), loss
-
-        (logvar_params, opt_var), var_losses = jax.lax.scan(var_step, (params["logvar"], opt_states["logvar"]),
-                                                            var_batches)
-        params = dict(params, logvar=logvar_params)
-
-        # Mean pass, with the updated (now frozen) variance.
-        targets, weights, logvar = losses.mean_loss_targets(params, obs, actions, adv, mean_old, policy, hp,
-                                                            cfg.mirroring)
-
-        def mean_step(carry, draw):
-            mean_params, opt = carry
-            idx = self._minibatch(draw, n) if replay is None else draw
-
-            def loss_fn(mp):
-                return losses.mean_nll(dict(params, mean=mp), obs[idx], targets[idx], weights[idx], logvar[idx],
-                                       policy)
-
-            loss, grads = jax.value_and_grad(loss_fn)(mean_params)
-            mean_params, opt = adam_step(mean_params, grads, opt, hp.learning_rate, cfg.adam_epsilon)
-            return (mean_params, opt), loss
-
-        draws = jax.random.split(key_mean, cfg.n_updates) if replay is None else replay.mean
-        (mean_params, opt_mean), mean_losses = jax.lax.scan(mean_step, (params["mean"], opt_states["mean"]), draws)
-        params = dict(params, mean=mean_params)
-        opt_states = dict(opt_states, logvar=opt_var, mean=opt_mean)
-        return params, opt_states, jnp.mean(mean_losses), jnp.mean(var_losses)
-
-    def _joint_update(self, params: PolicyParams, opt_states: dict, obs: jax.Array, actions: jax.Array,
-                      adv: jax.Array, log_prob_old: jax.Array, key: jax.Array, hp: HParams):
-        """PPO (clipped surrogate) or PG / PG-pos on the single policy network (algorithm.md §3.5-§3.6).
-
-        With target_kl > 0 (PPO's early stop, as the Keras example), the pass ends after the first step whose
-        approximate KL mean(log pi_old - log pi_new) over all the iteration's samples exceeds 1.5 x target_kl; that
-        step is kept. The remaining steps of the fixed-length scan are skipped (lax.cond), not computed and masked.
-        """
-        cfg = self.config
-        policy = self.policy
-        name = "logits" if policy.discrete else "joint"
-        n = adv.shape[0]
-        log_prob_old = jax.lax.stop_gradient(log_prob_old)
-        use_kl_stop = cfg.mode == "PPO"
-
-        def loss_fn(p, idx):
-            if cfg.mode == "PPO":
-                return losses.ppo_loss(p, obs[idx], actions[idx], adv[idx], log_prob_old[idx], policy, hp)[0]
-            return losses.pg_loss(p, obs[idx], actions[idx], adv[idx], policy, hp)
-
-        def update(net, opt, k):
-            idx = self._minibatch(k, n)
-            loss, grads = jax.value_and_grad(lambda w: loss_fn({name: w}, idx))(net)
-            net, opt = adam_step(net, grads, opt, hp.learning_rate, cfg.adam_epsilon)
-            if use_kl_stop:  # the full-batch KL costs a forward pass over all samples: only when asked for
-                stop = jax.lax.cond(
-                    hp.target_kl > 0,
-                    lambda: jnp.mean(log_prob_old - policy.log_prob({name: net}, obs, actions, hp))
-                    > 1.5 * hp.target_kl,
-                    lambda: jnp.array(False))
-            else:
-                stop = jnp.array(False)
-            return net, opt, loss, stop
-
-        def step(carry, k):
-            net, opt, stopped = carry
-            net, opt, loss, stop = jax.lax.cond(
-                stopped, lambda: (net, opt, jnp.array(jnp.nan, jnp.float32), jnp.array(True)),
-                lambda: update(net, opt, k))
-            return (net, opt, stopped | stop), loss
-
-        (net, opt, _), step_losses = jax.lax.scan(step, (params[name], opt_states[name], jnp.array(False)),
-                                                  jax.random.split(key, cfg.n_updates))
-        return {name: net}, dict(opt_states, **{name: opt}), jnp.nanmean(step_losses)
-
     # ---------------------------------------------------------------- whole run
     def run(self, state: TrainState, hp: HParams, n_iterations: int,
             on_iteration: Callable[[dict], None] | None = None, limit: jax.Array | int | None = None
@@ -503,36 +325,18 @@ class Trainer:
         skipped, so one compiled chunk of fixed length serves every chunk of a checkpointed run, the last included.
         After a NaN/Inf the remaining iterations are skipped too and report finite=0.
         """
-        first = state.iteration
         metric_shapes = jax.eval_shape(self.iteration, state, hp)[1]
 
         def skipped(state):
             return state, {k: jnp.full(v.shape, jnp.nan if jnp.issubdtype(v.dtype, jnp.floating) else 0, v.dtype)
                            for k, v in metric_shapes.items()}
 
-        def run_iteration(state):
-            new_state, metrics = self.iteration(state, hp)
-            if on_iteration is not None:
-                if self.callback_sharding is not None:
-                    metrics = jax.lax.with_sharding_constraint(metrics, self.callback_sharding)
-                jax.debug.callback(on_iteration, metrics, ordered=self.callback_sharding is None)
-            return new_state, metrics
+        def step(state, failed, past_limit, i):
+            new_state, metrics = jax.lax.cond(failed | past_limit, skipped, lambda s: self.iteration(s, hp), state)
+            return new_state, metrics, ~(failed | past_limit)
 
-        def body(carry, i):
-            state, failed = carry
-            past_limit = jnp.array(False) if limit is None else first + i >= limit
-            new_state, metrics = jax.lax.cond(failed | past_limit, skipped, run_iteration, state)
-            # Rows are numbered by attempted iteration, so they stay unique after a halt.
-            metrics = dict(metrics, iteration=first + i + 1,
-                           env_steps=(first + i + 1) * jnp.int32(self.config.iter_steps))
-            # NaN/Inf guard: a non-finite update is discarded, so the carried state stays the last good one.
-            ok = (metrics["finite"] == 1) | past_limit
-            state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
-            return (state, failed | ~ok), metrics
-
-        (state, _), metrics = jax.lax.scan(body, (state, jnp.array(False)), jnp.arange(n_iterations, dtype=jnp.int32))
-        return state, metrics
-
+        report = None if on_iteration is None else lambda metrics, ran: on_iteration(metrics) if ran else None
+        return self._loop(step, state, n_iterations, limit, report)
 
     def run_batched(self, states: TrainState, hps: HParams, n_iterations: int,
                     on_iteration: Callable[[dict, jax.Array], None] | None = None,
@@ -547,37 +351,55 @@ class Trainer:
         first = states.iteration[0]  # every run advances in lockstep
         n_runs = states.iteration.shape[0]
 
-        def body(carry, i):
-            states, failed = carry
-            past_limit = jnp.array(False) if limit is None else first + i >= limit
+        def step(states, failed, past_limit, i):
             new_states, metrics = jax.vmap(lambda st, h: self.iteration(st, h, evaluate=False))(states, hps)
             if self.config.eval_every > 0:  # one scalar schedule for all runs (they advance in lockstep)
                 nan_r = jnp.full((n_runs,), jnp.nan, jnp.float32)
                 metrics["eval_return"] = jax.lax.cond(
                     self._eval_due(first + i + 1) & ~past_limit,
                     lambda st: jax.vmap(self._eval_return)(st, hps), lambda _: nan_r, new_states)
+            return new_states, metrics, ~past_limit
+
+        return self._loop(step, states, n_iterations, limit, on_iteration)
+
+    def _loop(self, step: Callable, states: TrainState, n_iterations: int, limit: jax.Array | int | None,
+              report: Callable[[dict, jax.Array], None] | None) -> tuple[TrainState, dict[str, jax.Array]]:
+        """The loop body `run` and `run_batched` share, as one lax.scan over `n_iterations`: one run (scalar
+        flags) or R runs in lockstep (flags [R], leading axis of every state leaf).
+
+        `step(states, failed, past_limit, i) -> (new states, metrics, ran)` is one iteration. Around it: the limit
+        (iterations at or past `limit` keep the state), the NaN/Inf guard (algorithm.md §3.1 step 6: a non-finite
+        update is discarded, the run keeps its last good state and reports finite=0 and NaN from then on), rows
+        numbered by attempted iteration (unique after a halt), and `report(metrics, ran)` on the host."""
+        first = states.iteration.reshape(-1)[0]  # runs advance in lockstep
+        iter_steps = jnp.int32(self.config.iter_steps)
+
+        def body(carry, i):
+            states, failed = carry
+            past_limit = jnp.array(False) if limit is None else first + i >= limit
+            new_states, metrics, ran = step(states, failed, past_limit, i)
             ok = (metrics["finite"] == 1) & ~failed
             keep_new = ok & ~past_limit
-
-            def select(new, old):
-                mask = keep_new.reshape(keep_new.shape + (1,) * (new.ndim - 1))
-                return jnp.where(mask, new, old)
-
-            states = jax.tree.map(select, new_states, states)
+            states = jax.tree.map(lambda new, old: jnp.where(_expand(keep_new, new), new, old), new_states, states)
             nan_out = lambda v: jnp.where(failed, jnp.nan, v) if jnp.issubdtype(v.dtype, jnp.floating) else v
             metrics = {k: nan_out(v) for k, v in metrics.items()}
             metrics["finite"] = jnp.where(failed, 0, metrics["finite"])
-            metrics["iteration"] = jnp.broadcast_to(first + i + 1, (n_runs,))
-            metrics["env_steps"] = metrics["iteration"] * jnp.int32(self.config.iter_steps)
-            if on_iteration is not None:
+            metrics["iteration"] = jnp.broadcast_to(first + i + 1, failed.shape)
+            metrics["env_steps"] = metrics["iteration"] * iter_steps
+            if report is not None:
                 if self.callback_sharding is not None:
                     metrics = jax.lax.with_sharding_constraint(metrics, self.callback_sharding)
-                jax.debug.callback(on_iteration, metrics, ~past_limit, ordered=self.callback_sharding is None)
+                jax.debug.callback(report, metrics, ran, ordered=self.callback_sharding is None)
             return (states, failed | (~ok & ~past_limit)), metrics
 
-        (states, _), metrics = jax.lax.scan(body, (states, jnp.zeros((n_runs,), bool)),
-                                            jnp.arange(n_iterations, dtype=jnp.int32))
+        failed = jnp.zeros(states.iteration.shape, bool)
+        (states, _), metrics = jax.lax.scan(body, (states, failed), jnp.arange(n_iterations, dtype=jnp.int32))
         return states, metrics
+
+
+def _expand(flag: jax.Array, leaf: jax.Array) -> jax.Array:
+    """A per-run flag [] or [R] broadcastable against a state leaf [R, ...]."""
+    return flag.reshape(flag.shape + (1,) * (leaf.ndim - flag.ndim))
 
 
 def make_train(config: Config, on_iteration: Callable[[dict], None] | None = None, env: Any = None,

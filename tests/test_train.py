@@ -112,12 +112,13 @@ def test_nonfinite_update_is_detected_and_the_last_good_state_kept():
 def test_kl_early_stop_keeps_the_offending_step_and_skips_the_rest():
     """target_kl > 0: the pass ends after the first step whose full-batch KL exceeds 1.5 x target_kl (Keras PPO)."""
     from ppocma_jax.train import Trainer
+    from ppocma_jax.update import PolicyBatch, joint_pass
 
     cfg = tiny(env="gymnax/CartPole-v1", mode="PPO", full_batch=True, n_updates=5)
     trainer = Trainer.build(cfg)
     hp = HParams().as_arrays()
     params = trainer.init_state(jax.random.PRNGKey(0), hp).policy_params
-    opts = {"logits": trainer.init_state(jax.random.PRNGKey(0), hp).opt_states["logits"]}
+    opt = trainer.init_state(jax.random.PRNGKey(0), hp).opt_states["logits"]
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
     obs = jax.random.normal(keys[0], (64, 4))
     actions = jax.random.randint(keys[1], (64,), 0, 2)
@@ -128,11 +129,12 @@ def test_kl_early_stop_keeps_the_offending_step_and_skips_the_rest():
 
     def run(trainer, target_kl):
         h = hp.replace(target_kl=jnp.float32(target_kl))
-        return jax.jit(trainer._joint_update)(params, opts, obs, actions, adv, log_prob_old, jax.random.PRNGKey(2), h)
+        update = lambda *args: joint_pass(trainer.policy, trainer.config, *args).params
+        return jax.jit(update)(params, opt, PolicyBatch(obs, actions, adv), log_prob_old, jax.random.PRNGKey(2), h)
 
-    stopped = run(trainer, 1e-12)[0]  # any step's KL exceeds it: exactly one step is kept
-    one_step = run(Trainer.build(cfg.replace(n_updates=1)), 0.0)[0]
-    all_steps = run(trainer, 0.0)[0]
+    stopped = run(trainer, 1e-12)  # any step's KL exceeds it: exactly one step is kept
+    one_step = run(Trainer.build(cfg.replace(n_updates=1)), 0.0)
+    all_steps = run(trainer, 0.0)
     leaves = lambda tree: [np.asarray(x) for x in jax.tree.leaves(tree)]
     for a, b in zip(leaves(stopped), leaves(one_step)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
@@ -141,9 +143,11 @@ def test_kl_early_stop_keeps_the_offending_step_and_skips_the_rest():
 
 def test_full_batch_uses_every_sample_and_is_for_ppo_pg_only():
     from ppocma_jax.train import Trainer
+    from ppocma_jax.update import minibatch_rows
 
     trainer = Trainer.build(tiny(env="gymnax/CartPole-v1", mode="PPO", full_batch=True))
-    np.testing.assert_array_equal(np.asarray(trainer._minibatch(jax.random.PRNGKey(0), 512)), np.arange(512))
+    np.testing.assert_array_equal(np.asarray(minibatch_rows(trainer.config, jax.random.PRNGKey(0), 512)),
+                                  np.arange(512))
     assert trainer.config.minibatch_size == 512
     with pytest.raises(ConfigError, match="full_batch is for PPO / PG"):
         tiny(mode="PPO-CMA-m", full_batch=True).validate()
