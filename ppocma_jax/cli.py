@@ -25,6 +25,7 @@ from typing import NoReturn, Sequence
 from .errors import CliError, RunFailure
 from .config import MODES, Config, ConfigError, HParams, config_fields, hparams_fields, to_jsonable
 from .presets import DEFAULT_PRESET, PRESETS, preset_names, resolve_preset
+from .compile_cache import ENV_VAR
 from .stopping import signal_name
 
 PROG = "python -m ppocma_jax"
@@ -111,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        f"the end. The compiled loop runs K iterations per call, so Ctrl-C / "
                                        f"SIGTERM stop (and save) at the next multiple of K (default: "
                                        f"{DEFAULT_CHECKPOINT_EVERY}; stored in config.json for --resume)")
+    run.add_argument("--compile-cache", "--compile_cache", dest="compile_cache", default=None, metavar="DIR|off",
+                     help="keep compiled programs in DIR, so the next run of the same configuration loads them "
+                          f"instead of compiling; 'off': no cache (default: ${ENV_VAR}, else "
+                          "$XDG_CACHE_HOME/ppocma_jax/xla, i.e. ~/.cache/ppocma_jax/xla)")
     run.add_argument("--seeds", type=_int, default=1, metavar="K",
                      help="train K seeds (seed, seed+1, ...) as one compiled program (default: 1)")
     run.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2",
@@ -275,7 +280,7 @@ def _prepare_run_dir(args: argparse.Namespace, config: Config, hparams: HParams,
         given = set(_given_flags(argv))
         allowed = {"--resume", "--max-steps", "--max_steps", "--quiet", "-q", "--verbose", "--checkpoint-every",
                    "--checkpoint_every", "--tensorboard", "--render", "--wandb", "--wandb-project",
-                   "--wandb_project"} | _hparams_flags()
+                   "--wandb_project", "--compile-cache", "--compile_cache"} | _hparams_flags()
         # where it runs may change: other devices, other hosts (the state is laid out anew on restore)
         allowed |= {"--devices", "--coordinator-address", "--coordinator_address", "--num-processes",
                     "--num_processes", "--process-id", "--process_id"}
@@ -470,6 +475,23 @@ def _annotate(out_dir: Path):
     return callback
 
 
+def _configure_compile_cache(flag: str | None) -> Path | None:
+    """JAX's persistent compilation cache as --compile-cache / $PPOCMA_JAX_COMPILE_CACHE ask (compile_cache.py):
+    the directory in use, or None (off, or unwritable: one warning line). A bad value is CliError."""
+    import jax
+
+    from .compile_cache import CacheSettingError, configure, resolve_cache_dir
+
+    try:
+        wanted = resolve_cache_dir(flag, jax_dir=jax.config.jax_compilation_cache_dir)
+    except CacheSettingError as err:
+        raise CliError(str(err)) from None
+    directory, warning = configure(wanted)
+    if warning is not None:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    return directory
+
+
 def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
     from .stopping import StopRequests, announce_stop, wait_interruptibly
 
@@ -492,6 +514,7 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
             import tensorboardX  # noqa: F401
         except ImportError:
             raise CliError("--tensorboard needs tensorboardX: pip install tensorboardX") from None
+    cache_dir = _configure_compile_cache(args.compile_cache)  # before anything compiles
     from .distributed import init_hosts, is_primary
 
     init_hosts(args.coordinator_address, args.num_processes, args.process_id)  # before any JAX computation
@@ -503,7 +526,7 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
     out_dir, config, hparams, resuming = _prepare_run_dir(args, config, hparams, argv)
     held.push(_annotate(out_dir))
     stop = held.enter_context(StopRequests(on_first=lambda signum: announce_stop(
-        signum, "the end of the running chunk (a multiple of --checkpoint-every iterations)")))
+        signum, "the end of the running iteration")))
     if resuming:
         held.enter_context(lock_run_dir(out_dir))
     if config.env.startswith("gymnasium/"):  # stepped on the host, same compiled update: see host_train.py
@@ -516,6 +539,7 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
     import numpy as np
 
     from .checkpoint import CheckpointError
+    from .compile_cache import CacheEvents
     from .monitor import RunMonitor, summarize_returns
     from .train import Trainer
 
@@ -546,8 +570,6 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
     n_devices = distributed.mesh_size(mesh)
     distributed.check_divisible(config.n_envs if runs is None else len(runs), mesh,
                                 "n_envs" if runs is None else "the number of runs")
-    if n_devices > 1:
-        trainer = dataclasses.replace(trainer, callback_sharding=distributed.replicated(mesh))
     if not resuming and primary:
         document = to_jsonable(config, hparams)
         document["checkpoint_every"] = args.checkpoint_every
@@ -580,6 +602,7 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
         say(f"note: max_steps={config.max_steps} is not a multiple of iter_steps={config.iter_steps}; running "
             f"{n_iter} whole iterations")
     say(f"output: {out_dir}")
+    say(f"compile cache: {cache_dir if cache_dir is not None else 'off'}")
 
     if runs is None:
         hp = hparams.as_arrays()
@@ -624,35 +647,56 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
                          wandb_config=json.loads((out_dir / "config.json").read_text()) if args.wandb else None,
                          run_labels=None if runs is None else runs.labels)
 
-    # One compiled chunk of `chunk` iterations serves every chunk (the last one skips what is past n_iter).
-    chunk = max(1, min(args.checkpoint_every or n_iter, n_iter))
+    # One compiled chunk of `chunk` iterations serves every chunk (the last one skips what is past n_iter). It
+    # returns its metrics instead of calling back to the host: JAX never stores a program with a host callback in
+    # its persistent compilation cache (compile_cache.py). The host writes and prints each chunk's rows, so chunks
+    # are short (progress stays live) and a checkpoint is saved every `every` iterations (a multiple of `chunk`).
+    every = max(1, min(args.checkpoint_every or n_iter, n_iter))
+    chunk = live_chunk_length(every)
+    replicated = distributed.replicated(mesh)
+
     def chunk_keeping_layout(st, h, limit):  # returns the state laid out as it came: the next chunk takes it
-        st, metrics = chunk_fn(st, h, chunk, monitor, limit)
-        return distributed.constrain(st, state_sh), metrics
+        st, metrics = chunk_fn(st, h, chunk, None, limit)
+        return distributed.constrain(st, state_sh), distributed.constrain(metrics, replicated)
 
     run_chunk = jax.jit(chunk_keeping_layout, donate_argnums=0)
-    limit = distributed.put(np.int32(n_iter), distributed.replicated(mesh))
-    compiled = wait_interruptibly(lambda: run_chunk.lower(state, hp, limit).compile())
+    limit = distributed.put(np.int32(n_iter), replicated)
+    with CacheEvents() as cache_events:
+        compiled = wait_interruptibly(lambda: run_chunk.lower(state, hp, limit).compile())
     compile_s = time.perf_counter() - t_compile
-    say(f"compiled in {compile_s:.1f} s")
+    say(f"compiled in {compile_s:.1f} s {cache_events.describe(cache_dir)}".rstrip())
 
     def one_chunk(st):
-        st, _ = compiled(st, hp, limit)
-        jax.block_until_ready(st)
-        jax.effects_barrier()  # every row of the chunk is written before its checkpoint
-        return st
+        st, metrics = compiled(st, hp, limit)
+        return st, distributed.to_host(metrics)  # waits for the chunk
+
+    def report(metrics) -> None:
+        """The chunk's rows to the monitor, as the in-loop callback gave them: iterations past the end are left
+        out, and a single run reports nothing after its first NaN/Inf iteration (those were skipped)."""
+        for i in range(chunk):
+            row = jax.tree.map(lambda x: x[i], metrics)
+            ran = np.asarray(row["iteration"]).reshape(-1)[0] <= n_iter
+            if runs is None and (monitor.failed_runs or not ran):
+                return
+            monitor(row, ran)
 
     monitor.start()
     t_run = time.perf_counter()
     done_iterations = start_iteration
     stop.deferring = True  # from here a first SIGINT / SIGTERM stops at the chunk's end, with a checkpoint
     try:
-        while distributed.agree(done_iterations < n_iter and not monitor.all_runs_failed() and not stop.requested):
-            state = wait_interruptibly(lambda: one_chunk(state))
+        stopping = False  # read once per chunk: a stop requested between the checkpoint and the test is not lost
+        while distributed.agree(done_iterations < n_iter and not monitor.all_runs_failed() and not stopping):
+            state, metrics = wait_interruptibly(lambda: one_chunk(state))
+            report(metrics)
             done_iterations = iteration_of(state)
             # Every process takes the same branch (saving is a collective); process 0 alone writes and knows.
             if distributed.agree(monitor.write_error is not None):  # rows of this chunk are missing:
                 raise RunFailure(monitor.write_error or "process 0 could not write the metrics")  # no checkpoint
+            stopping = stop.requested
+            if not distributed.agree(done_iterations % every == 0 or done_iterations >= n_iter
+                                     or monitor.all_runs_failed() or stopping):
+                continue  # no checkpoint due
             save_error = None
             try:
                 checkpointer.save(done_iterations, state)  # a failed run's slot holds its last good state
@@ -712,6 +756,15 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
               f"newest checkpoint in {checkpointer.directory}", file=sys.stderr)
         return 1
     return 0
+
+
+LIVE_CHUNK = 1  # iterations per compiled chunk: a progress line per iteration (brax iterations take seconds)
+
+
+def live_chunk_length(every: int) -> int:
+    """Iterations per compiled chunk: the largest divisor of the checkpoint interval `every` not above LIVE_CHUNK,
+    so that checkpoints fall on chunk ends."""
+    return max(d for d in range(1, min(every, LIVE_CHUNK) + 1) if every % d == 0)
 
 
 def _render(trainer, state, rows: list[dict], n_runs: int | None, out_dir: Path, seed: int, say) -> None:
