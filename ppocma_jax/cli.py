@@ -109,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(e.g. a lower --learning-rate after a NaN halt), which are recorded in config.json")
     run.add_argument("--checkpoint-every", "--checkpoint_every", dest="checkpoint_every", type=_int, default=None,
                      metavar="K", help="save the full train state every K iterations and at the end; 0: only at "
-                                       f"the end. The compiled loop runs K iterations per call, so Ctrl-C / "
-                                       f"SIGTERM stop (and save) at the next multiple of K (default: "
-                                       f"{DEFAULT_CHECKPOINT_EVERY}; stored in config.json for --resume)")
+                                       "the end. Ctrl-C / SIGTERM stop (and save) at the end of the running "
+                                       f"iteration (default: {DEFAULT_CHECKPOINT_EVERY}; stored in config.json for "
+                                       "--resume)")
     run.add_argument("--compile-cache", "--compile_cache", dest="compile_cache", default=None, metavar="DIR|off",
                      help="keep compiled programs in DIR, so the next run of the same configuration loads them "
                           f"instead of compiling; 'off': no cache (default: ${ENV_VAR}, else "
@@ -539,7 +539,7 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
     import numpy as np
 
     from .checkpoint import CheckpointError
-    from .compile_cache import CacheEvents
+    from .compile_cache import CacheEvents, ProgramStore
     from .monitor import RunMonitor, summarize_returns
     from .train import Trainer
 
@@ -625,7 +625,9 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
         return int(np.max(distributed.to_host(st.iteration)))
 
     t_compile = time.perf_counter()
+    programs = ProgramStore(cache_dir)  # the compiled programs, loaded without tracing on a later run
     state = None
+    init_s = 0.0
     if resuming:
         latest, restored = restore_or_restart(checkpointer, jax.eval_shape(init, keys, hp), out_dir)
         if latest is not None:
@@ -637,7 +639,12 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
             say(f"resuming from the checkpoint after iteration {latest}")
     if state is None:
         say("compiling and initialising the policy ...", flush=True)
-        state = wait_interruptibly(lambda: jax.block_until_ready(jax.jit(init, out_shardings=state_sh)(keys, hp)))
+        init_program = wait_interruptibly(lambda: programs.compile(
+            "init", f"{config!r} batched={runs is not None} -> {state_sh!r}",
+            lambda k, h: distributed.constrain(init(k, h), state_sh), (keys, hp)))
+        t_init = time.perf_counter()
+        state = wait_interruptibly(lambda: jax.block_until_ready(init_program(keys, hp)))
+        init_s = time.perf_counter() - t_init  # running, not compiling (the policy's initial fit)
 
     start_iteration = iteration_of(state)
     monitor = RunMonitor(out_dir if primary else None, n_iter, config.iter_steps, quiet=args.quiet or not primary,
@@ -659,12 +666,14 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
         st, metrics = chunk_fn(st, h, chunk, None, limit)
         return distributed.constrain(st, state_sh), distributed.constrain(metrics, replicated)
 
-    run_chunk = jax.jit(chunk_keeping_layout, donate_argnums=0)
     limit = distributed.put(np.int32(n_iter), replicated)
     with CacheEvents() as cache_events:
-        compiled = wait_interruptibly(lambda: run_chunk.lower(state, hp, limit).compile())
-    compile_s = time.perf_counter() - t_compile
-    say(f"compiled in {compile_s:.1f} s {cache_events.describe(cache_dir)}".rstrip())
+        compiled = wait_interruptibly(lambda: programs.compile(
+            "chunk", f"{config!r} batched={runs is not None} chunk={chunk} -> {state_sh!r}",
+            chunk_keeping_layout, (state, hp, limit), donate_first=True))
+    compile_s = time.perf_counter() - t_compile - init_s
+    say(f"compiled in {compile_s:.1f} s {cache_events.describe(cache_dir)}".rstrip()
+        + (f"; initialised in {init_s:.1f} s" if init_s else ""))
 
     def one_chunk(st):
         st, metrics = compiled(st, hp, limit)
@@ -725,7 +734,7 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
     from .plot import plot_runs
 
     plot_runs([out_dir], out_dir / "curve.png", title=f"{config.mode} on {config.env}")
-    result = {"env_steps": steps, "runs": n_runs, "compile_s": round(compile_s, 2), "run_s": round(run_s, 2),
+    result = {"env_steps": steps, "runs": n_runs, "compile_s": round(compile_s, 2), "init_s": round(init_s, 2), "run_s": round(run_s, 2),
               "steps_per_s": round(steps_run / max(run_s, 1e-9), 1)}
     timing = (f"{steps_run:,} env steps in {run_s:.1f} s ({result['steps_per_s']:,.0f} steps/s) + "
               f"{compile_s:.1f} s compile; saved to {out_dir}")

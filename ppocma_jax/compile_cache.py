@@ -8,16 +8,31 @@ why the CLI's compiled chunk returns its metrics rather than printing them from 
 
 Where: `--compile-cache DIR`, else $PPOCMA_JAX_COMPILE_CACHE, else a directory JAX was already given
 (JAX_COMPILATION_CACHE_DIR), else $XDG_CACHE_HOME/ppocma_jax/xla (~/.cache/ppocma_jax/xla). `off` switches it off.
-The directory may be deleted at any time; it is not pruned (JAX's entries are a few MB each).
+The directory may be deleted at any time; it is not pruned (entries are a few MB each).
+
+Two layers. JAX's own cache (keyed by the lowered program) still costs the Python tracing and lowering of the whole
+training loop before it can look anything up: seconds for a large program. So the CLI's two big programs (the
+initialisation and the training chunk) are also kept as exported (traced and lowered) programs (`ProgramStore`), keyed by
+everything that decides them without tracing: the name, the configuration and the arguments' shapes, dtypes and
+layouts the caller passes, this package's source, the installed packages' versions, JAX's settings, XLA_FLAGS and
+the devices. A loaded program checks its arguments' shapes when called. What the key cannot see is
+a dependency's code edited in place without a version change: after such an edit, delete the directory (or run
+with --compile-cache off).
+
+The cache directory is trusted like JAX's own: loading an entry runs code from it. Do not share it with users you
+do not trust.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 ENV_VAR = "PPOCMA_JAX_COMPILE_CACHE"
 OFF = "off"
@@ -143,3 +158,130 @@ class CacheEvents:
         if self.hits:
             return "(from cache)"
         return ""
+
+
+# ---------------------------------------------------------------- serialized executables
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_SETTINGS_NOT_IN_PROGRAMS = ("cache", "explain_", "log_compiles")  # JAX settings that change no compiled program
+
+
+def _environment_digest() -> str:
+    """What decides a program besides the caller's key: this package's source, every installed package's version,
+    JAX's settings (cache settings aside), XLA_FLAGS, and the devices and processes."""
+    import importlib.metadata
+
+    import jax
+
+    digest = hashlib.sha256()
+    for path in sorted(_PACKAGE_DIR.rglob("*.py")):
+        digest.update(str(path.relative_to(_PACKAGE_DIR)).encode() + b"\0" + path.read_bytes() + b"\0")
+    versions = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())
+    settings = sorted(f"{k}={v!r}" for k, v in jax.config.values.items()
+                      if not any(word in k for word in _SETTINGS_NOT_IN_PROGRAMS))
+    devices = [(d.id, d.platform, d.device_kind, d.process_index) for d in jax.devices()]
+    backend = jax.devices()[0].client
+    digest.update(repr((versions, settings, os.environ.get("XLA_FLAGS", ""), os.environ.get("LIBTPU_INIT_ARGS", ""),
+                        devices, backend.platform_version, jax.process_count(), jax.process_index())).encode())
+    return digest.hexdigest()
+
+
+def describe_arguments(args: Any) -> str:
+    """The shapes, dtypes and layouts of a pytree of arrays (and its structure): the arguments' part of a key."""
+    import jax
+
+    leaves, tree = jax.tree.flatten(args)
+    return repr(tree) + repr([(tuple(x.shape), str(x.dtype), repr(getattr(x, "sharding", None))) for x in leaves])
+
+
+class ProgramStore:
+    """Traced programs on disk, DIRECTORY/programs/NAME-KEY.bin (the pickled jax.export.Exported of the
+    lowered program, with the output's tree structure), so that a later run skips the Python tracing and lowering; the
+    compile itself then hits JAX's persistent cache. A damaged or unloadable entry is traced again and replaced; a
+    failed write only costs the next run a trace; a program that cannot be exported is compiled as usual. Several
+    processes (multi-host) skip it and use JAX's cache alone."""
+
+    def __init__(self, directory: Path | None):
+        import jax
+
+        self.directory = directory / "programs" if directory is not None and jax.process_count() == 1 else None
+        self._environment: str | None = None
+
+    def key(self, name: str, key: str) -> str:
+        if self._environment is None:
+            self._environment = _environment_digest()
+        return hashlib.sha256(f"{name}\0{key}\0{self._environment}".encode()).hexdigest()[:40]
+
+    def compile(self, name: str, key: str, fn: Callable[..., Any], args: tuple, donate_first: bool = False
+                ) -> Callable[..., Any]:
+        """`fn(*args)` compiled for `args` (a tuple of pytrees of arrays), as jax.jit(fn, donate_argnums=0 if
+        `donate_first`).lower(*args).compile() would, returned as a callable on such arguments. `key` must name
+        everything `fn` depends on beyond the environment and the arguments' shapes, dtypes and layouts (which are
+        added): the configuration, static sizes."""
+        import jax
+
+        def plain() -> Callable[..., Any]:
+            return jax.jit(fn, donate_argnums=(0,) if donate_first else ()).lower(*args).compile()
+
+        leaves, in_tree = jax.tree.flatten(args)
+        donate = tuple(range(len(jax.tree.leaves(args[0])))) if donate_first else ()
+        if self.directory is None:
+            return plain()
+        path = self.directory / f"{name}-{self.key(name, key + describe_arguments(args))}.bin"
+        found = self._load(path)
+        if found is None:
+            out_tree: list = []
+
+            def flat(*xs):
+                out_leaves, tree = jax.tree.flatten(fn(*jax.tree.unflatten(in_tree, xs)))
+                out_tree.append(tree)
+                return out_leaves
+
+            try:
+                exported = jax.export.export(jax.jit(flat))(*leaves)
+            except Exception:  # noqa: BLE001 - not exportable (e.g. a custom call jax.export refuses): no store
+                return plain()
+            found = exported, out_tree[-1]
+            self._store(path, exported, out_tree[-1])
+        exported, tree = found
+        try:
+            compiled_flat = jax.jit(exported.call, donate_argnums=donate).lower(*leaves).compile()
+        except Exception:  # noqa: BLE001 - an entry these arguments cannot call (a key too coarse): drop it
+            path.unlink(missing_ok=True)
+            return plain()
+
+        def call(*call_args):
+            return jax.tree.unflatten(tree, compiled_flat(*jax.tree.leaves(call_args)))
+
+        return call
+
+    @staticmethod
+    def _load(path: Path) -> Any:
+        import jax.export
+
+        try:
+            exported, tree = pickle.loads(path.read_bytes())
+            if not isinstance(exported, jax.export.Exported):
+                return None
+            return exported, tree
+        except FileNotFoundError:
+            return None
+        except Exception:  # noqa: BLE001 - a damaged or foreign entry: trace again and replace it
+            return None
+
+    @staticmethod
+    def _store(path: Path, exported: Any, tree: Any) -> bool:
+        tmp = None
+        try:
+            # pickled rather than Exported.serialize(), which needs the flatbuffers package; the VJP rule (a
+            # closure, never used here: the CLI does not differentiate its programs) is left out
+            payload = pickle.dumps((dataclasses.replace(exported, _get_vjp=None), tree))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as fh:
+                tmp = Path(fh.name)
+                fh.write(payload)
+            tmp.replace(path)  # atomic: concurrent runs (test workers) read a whole entry or none
+            return True
+        except Exception:  # noqa: BLE001 - unserializable or unwritable: the next run traces again
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            return False
