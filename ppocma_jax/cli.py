@@ -734,8 +734,8 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
     from .plot import plot_runs
 
     plot_runs([out_dir], out_dir / "curve.png", title=f"{config.mode} on {config.env}")
-    result = {"env_steps": steps, "runs": n_runs, "compile_s": round(compile_s, 2), "init_s": round(init_s, 2), "run_s": round(run_s, 2),
-              "steps_per_s": round(steps_run / max(run_s, 1e-9), 1)}
+    result = {"env_steps": steps, "runs": n_runs, "compile_s": round(compile_s, 2), "init_s": round(init_s, 2),
+              "run_s": round(run_s, 2), "steps_per_s": round(steps_run / max(run_s, 1e-9), 1)}
     timing = (f"{steps_run:,} env steps in {run_s:.1f} s ({result['steps_per_s']:,.0f} steps/s) + "
               f"{compile_s:.1f} s compile; saved to {out_dir}")
     if runs is None:

@@ -12,12 +12,11 @@ The directory may be deleted at any time; it is not pruned (entries are a few MB
 
 Two layers. JAX's own cache (keyed by the lowered program) still costs the Python tracing and lowering of the whole
 training loop before it can look anything up: seconds for a large program. So the CLI's two big programs (the
-initialisation and the training chunk) are also kept as exported (traced and lowered) programs (`ProgramStore`), keyed by
-everything that decides them without tracing: the name, the configuration and the arguments' shapes, dtypes and
-layouts the caller passes, this package's source, the installed packages' versions, JAX's settings, XLA_FLAGS and
-the devices. A loaded program checks its arguments' shapes when called. What the key cannot see is
-a dependency's code edited in place without a version change: after such an edit, delete the directory (or run
-with --compile-cache off).
+initialisation and the training chunk) are also kept traced and lowered (`ProgramStore`, via jax.export), keyed
+by everything that decides them without tracing: the name, the configuration and the arguments' shapes, dtypes
+and layouts, this package's source, the installed packages' versions, JAX's settings, XLA_FLAGS and the devices.
+A loaded program checks its arguments' shapes when called. What the key cannot see is a dependency's code edited
+in place without a version change: after such an edit, delete the directory (or run with --compile-cache off).
 
 The cache directory is trusted like JAX's own: loading an entry runs code from it. Do not share it with users you
 do not trust.
