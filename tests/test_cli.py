@@ -93,7 +93,7 @@ def test_short_run_writes_the_run_directory_and_a_second_run_loads_its_program_f
     assert f"compile cache: {os.environ['PPOCMA_JAX_COMPILE_CACHE']}" in proc.stdout  # tests/conftest.py's
     again = subprocess.run(SHORT_RUN + ["--out", str(tmp_path / "again")], capture_output=True, text=True,
                            timeout=600)
-    assert again.returncode == 0 and "s (from cache); initialised in" in again.stdout, again.stdout + again.stderr
+    assert again.returncode == 0 and "s CPU) (from cache); initialised in" in again.stdout, again.stdout + again.stderr
     assert _without_wall(tmp_path / "again") == _without_wall(out)
     assert "iter 2/2" in proc.stdout
     saved = json.loads((out / "config.json").read_text())
