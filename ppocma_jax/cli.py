@@ -116,6 +116,7 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
         print(f"ppocma_jax {__version__}")
         return 0
     _check_run_flags(args)
+    args.cache_dir = _configure_compile_cache(args.compile_cache)  # before anything compiles
     from .distributed import init_hosts
 
     init_hosts(args.coordinator_address, args.num_processes, args.process_id)  # before any JAX computation
@@ -126,7 +127,7 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
     out_dir, config, hparams, document, changes = _resume_or_new(args, config, hparams, argv)
     held.push(_annotate(out_dir))
     stop = held.enter_context(StopRequests(on_first=lambda signum: announce_stop(
-        signum, "the end of the running chunk (a multiple of --checkpoint-every iterations)")))
+        signum, "the end of the running iteration")))
     run = None if document is None else RunDir.reopen(out_dir, document, held, argv)
     job = Job(args, config, hparams, out_dir, argv, held, stop, run, changes)
     if config.env.startswith("gymnasium/"):  # stepped on the host, same compiled update: see host_train.py
@@ -135,6 +136,23 @@ def _run(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
         from .compiled_train import train_compiled as drive
     run, outcome = drive(job)
     return 0 if outcome is None else finish(run, outcome)
+
+
+def _configure_compile_cache(flag: str | None) -> Path | None:
+    """JAX's persistent compilation cache as --compile-cache / $PPOCMA_JAX_COMPILE_CACHE ask (compile_cache.py):
+    the directory in use, or None (off, or unwritable: one warning line). A bad value is CliError."""
+    import jax
+
+    from .compile_cache import CacheSettingError, configure, resolve_cache_dir
+
+    try:
+        wanted = resolve_cache_dir(flag, jax_dir=jax.config.jax_compilation_cache_dir)
+    except CacheSettingError as err:
+        raise CliError(str(err)) from None
+    directory, warning = configure(wanted)
+    if warning is not None:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    return directory
 
 
 def _check_run_flags(args: argparse.Namespace) -> None:

@@ -1,15 +1,15 @@
 """The compiled driver: one run, or a seeds / sweep program of runs, of a JAX suite (gymnax, brax, didactic).
 
 `train_compiled(job)` validates the settings against the env, lays the runs out on the device mesh
-(distributed.py), creates or reopens the run directory (rundir.py), compiles one chunk of `checkpoint_every`
-iterations and loops over chunks, checkpointing after each, until the run ends, NaN/Inf stops every run, or a
-SIGINT / SIGTERM asks to stop. It returns the `Outcome` (outcome.py), or None when a resumed run was already
+(distributed.py), creates or reopens the run directory (rundir.py), compiles (or loads from the persistent cache,
+compile_cache.py) one chunk of iterations that returns its metrics, and loops over chunks, the host writing and
+printing each chunk's rows and checkpointing every `checkpoint_every` iterations, until the run ends, NaN/Inf stops
+every run, or a SIGINT / SIGTERM asks to stop. It returns the `Outcome` (outcome.py), or None when a resumed run was already
 finished; the CLI reports it with `outcome.finish`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from typing import Any
@@ -34,7 +34,10 @@ def train_compiled(job: Job) -> tuple[RunDir, Outcome | None]:
     layout = _Layout(trainer, runs, job.hparams, config.seed, mesh)
     checkpointer = _checkpointer(job, run)
 
-    t_compile = time.perf_counter()
+    from .compile_cache import ProgramStore
+
+    timer = _CompileTimer()
+    programs = ProgramStore(args.cache_dir)  # the compiled programs, loaded without tracing on a later run
     state = None
     if job.resuming:
         latest, restored = run.restore_or_restart(checkpointer, layout.like())
@@ -47,8 +50,10 @@ def train_compiled(job: Job) -> tuple[RunDir, Outcome | None]:
             say(f"resuming from the checkpoint after iteration {latest}")
     if state is None:
         say("compiling and initialising the policy ...", flush=True)
-        state = wait_interruptibly(lambda: jax.block_until_ready(layout.initial_state()))
-    outcome = _loop(job, run, trainer, runs, layout, checkpointer, state, t_compile, say)
+        init_program = wait_interruptibly(lambda: layout.initial_program(programs, config))
+        state = timer.initialise(lambda: wait_interruptibly(lambda: jax.block_until_ready(
+            init_program(layout.keys, layout.hp))))
+    outcome = _loop(job, run, runs, layout, checkpointer, state, programs, timer, say)
     if outcome.primary and outcome.stopped_by is None and args.render:
         outcome.after_result = lambda: _render(trainer, outcome.state, outcome.rows, runs, run, config.seed,
                                                say)
@@ -80,8 +85,6 @@ def _prepare(job: Job):
     mesh = distributed.device_mesh(args.devices)
     distributed.check_divisible(config.n_envs if runs is None else len(runs), mesh,
                                 "n_envs" if runs is None else "the number of runs")
-    if distributed.mesh_size(mesh) > 1:
-        trainer = dataclasses.replace(trainer, callback_sharding=distributed.replicated(mesh))
     return trainer, runs, mesh
 
 
@@ -133,6 +136,7 @@ def _header(job: Job, trainer: Any, runs: Any, mesh: Any, run: RunDir, say) -> N
         say(f"note: max_steps={config.max_steps} is not a multiple of iter_steps={config.iter_steps}; running "
             f"{n_iter} whole iterations")
     say(f"output: {run.path}")
+    say(f"compile cache: {args.cache_dir if args.cache_dir is not None else 'off'}")
 
 
 class _Layout:
@@ -149,7 +153,7 @@ class _Layout:
         else:
             hp, keys = runs.hparams.as_arrays(), runs.keys
             self.init, self.chunk_fn = jax.vmap(trainer.init_state), trainer.run_batched
-        self.mesh = mesh
+        self.mesh, self.batched = mesh, runs is not None
         self.state_sh = distributed.state_shardings(jax.eval_shape(self.init, keys, hp), mesh,
                                                     batched=runs is not None)
         self.keys, self.hp = (distributed.put(x, distributed.replicate(x, mesh) if runs is None else
@@ -165,10 +169,13 @@ class _Layout:
 
         return distributed.put(state, self.state_sh)
 
-    def initial_state(self) -> Any:
-        import jax
+    def initial_program(self, programs: Any, config: Any) -> Any:
+        """The compiled `init(keys, hp)`, laid out on the mesh (from the program store when it holds it)."""
+        from . import distributed
 
-        return jax.jit(self.init, out_shardings=self.state_sh)(self.keys, self.hp)
+        return programs.compile("init", f"{config!r} batched={self.batched} -> {self.state_sh!r}",
+                                lambda k, h: distributed.constrain(self.init(k, h), self.state_sh),
+                                (self.keys, self.hp))
 
     @staticmethod
     def iteration_of(st: Any) -> int:
@@ -200,53 +207,118 @@ def _monitor(job: Job, run: RunDir, runs: Any, start_iteration: int) -> Any:
                       run_labels=None if runs is None else runs.labels)
 
 
-def _loop(job: Job, run: RunDir, trainer: Any, runs: Any, layout: _Layout, checkpointer: Any, state: Any,
-          t_compile: float, say) -> Outcome:
-    """Compile one chunk of `checkpoint_every` iterations, then run chunks with a checkpoint after each, until
-    the run ends, NaN/Inf stops every run, or a stop is requested."""
+LIVE_CHUNK = 1  # iterations per compiled chunk: a progress line per iteration (brax iterations take seconds)
+
+
+def live_chunk_length(every: int) -> int:
+    """Iterations per compiled chunk: the largest divisor of the checkpoint interval `every` not above LIVE_CHUNK,
+    so that checkpoints fall on chunk ends."""
+    return max(d for d in range(1, min(every, LIVE_CHUNK) + 1) if every % d == 0)
+
+
+class _CompileTimer:
+    """Wall and CPU seconds from the driver's start to the compiled chunk, the policy's initialisation (running,
+    not compiling) taken out."""
+
+    def __init__(self):
+        self.t0, self.cpu0, self.init_s = time.perf_counter(), time.process_time(), 0.0
+
+    def initialise(self, fn):
+        t, cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        self.init_s = time.perf_counter() - t
+        self.cpu0 += time.process_time() - cpu
+        return out
+
+    def compiled(self) -> tuple[float, float]:
+        """(wall s, CPU s) of compiling so far: what a loaded machine inflates, and what it does not."""
+        return time.perf_counter() - self.t0 - self.init_s, time.process_time() - self.cpu0
+
+
+def _compile_chunk(job: Job, layout: _Layout, programs: Any, state: Any, chunk: int, limit: Any) -> Any:
+    """One compiled chunk of `chunk` iterations serves every chunk (the last one skips what is past n_iter). It
+    returns its metrics instead of calling back to the host: JAX never stores a program with a host callback in
+    its persistent compilation cache (compile_cache.py)."""
+    from . import distributed
+    from .stopping import wait_interruptibly
+
+    replicated = distributed.replicated(layout.mesh)
+
+    def chunk_keeping_layout(st, h, lim):  # returns the state laid out as it came: the next chunk takes it
+        st, metrics = layout.chunk_fn(st, h, chunk, None, lim)
+        return distributed.constrain(st, layout.state_sh), distributed.constrain(metrics, replicated)
+
+    return wait_interruptibly(lambda: programs.compile(
+        "chunk", f"{job.config!r} batched={layout.batched} chunk={chunk} -> {layout.state_sh!r}",
+        chunk_keeping_layout, (state, layout.hp, limit), donate_first=True))
+
+
+def _reporter(monitor: Any, chunk: int, n_iter: int, single: bool):
+    """`report(metrics)`: a chunk's rows to the monitor, as an in-loop callback would give them: iterations past
+    the end are left out, and a single run reports nothing after its first NaN/Inf iteration (those were skipped)."""
     import jax
+    import numpy as np
+
+    def report(metrics: dict) -> None:
+        for i in range(chunk):
+            row = jax.tree.map(lambda x: x[i], metrics)
+            ran = np.asarray(row["iteration"]).reshape(-1)[0] <= n_iter
+            if single and (monitor.failed_runs or not ran):
+                return
+            monitor(row, ran)
+
+    return report
+
+
+def _loop(job: Job, run: RunDir, runs: Any, layout: _Layout, checkpointer: Any, state: Any, programs: Any,
+          timer: _CompileTimer, say) -> Outcome:
+    """Compile the chunk, then run chunks, the host writing each chunk's rows and saving a checkpoint every
+    `checkpoint_every` iterations, until the run ends, NaN/Inf stops every run, or a stop is requested."""
     import numpy as np
 
     from . import distributed
     from .checkpoint import CheckpointError
+    from .compile_cache import CacheEvents
     from .stopping import wait_interruptibly
 
     args, config, stop = job.args, job.config, job.stop
     n_iter = config.n_iterations
-    mesh, state_sh, chunk_fn, hp, iteration_of = (layout.mesh, layout.state_sh, layout.chunk_fn, layout.hp,
-                                                  layout.iteration_of)
+    hp, iteration_of = layout.hp, layout.iteration_of
     start_iteration = iteration_of(state)
     monitor = _monitor(job, run, runs, start_iteration)
 
-    # One compiled chunk of `chunk` iterations serves every chunk (the last one skips what is past n_iter).
-    chunk = max(1, min(args.checkpoint_every or n_iter, n_iter))
-    def chunk_keeping_layout(st, h, limit):  # returns the state laid out as it came: the next chunk takes it
-        st, metrics = chunk_fn(st, h, chunk, monitor, limit)
-        return distributed.constrain(st, state_sh), metrics
-
-    run_chunk = jax.jit(chunk_keeping_layout, donate_argnums=0)
-    limit = distributed.put(np.int32(n_iter), distributed.replicated(mesh))
-    compiled = wait_interruptibly(lambda: run_chunk.lower(state, hp, limit).compile())
-    compile_s = time.perf_counter() - t_compile
-    say(f"compiled in {compile_s:.1f} s")
+    # Short chunks keep progress live; checkpoints fall every `every` iterations (a multiple of `chunk`).
+    every = max(1, min(args.checkpoint_every or n_iter, n_iter))
+    chunk = live_chunk_length(every)
+    limit = distributed.put(np.int32(n_iter), distributed.replicated(layout.mesh))
+    with CacheEvents() as cache_events:
+        compiled = _compile_chunk(job, layout, programs, state, chunk, limit)
+    compile_s, compile_cpu_s = timer.compiled()
+    say(f"compiled in {compile_s:.1f} s ({compile_cpu_s:.1f} s CPU) {cache_events.describe(args.cache_dir)}".rstrip()
+        + (f"; initialised in {timer.init_s:.1f} s" if timer.init_s else ""))
+    report = _reporter(monitor, chunk, n_iter, runs is None)
 
     def one_chunk(st):
-        st, _ = compiled(st, hp, limit)
-        jax.block_until_ready(st)
-        jax.effects_barrier()  # every row of the chunk is written before its checkpoint
-        return st
+        st, metrics = compiled(st, hp, limit)
+        return st, distributed.to_host(metrics)  # waits for the chunk
 
     monitor.start()
     t_run = time.perf_counter()
     done_iterations = start_iteration
     stop.deferring = True  # from here a first SIGINT / SIGTERM stops at the chunk's end, with a checkpoint
     try:
-        while distributed.agree(done_iterations < n_iter and not monitor.all_runs_failed() and not stop.requested):
-            state = wait_interruptibly(lambda: one_chunk(state))
+        stopping = False  # read once per chunk: a stop requested between the checkpoint and the test is not lost
+        while distributed.agree(done_iterations < n_iter and not monitor.all_runs_failed() and not stopping):
+            state, metrics = wait_interruptibly(lambda: one_chunk(state))
+            report(metrics)
             done_iterations = iteration_of(state)
             # Every process takes the same branch (saving is a collective); process 0 alone writes and knows.
             if distributed.agree(monitor.write_error is not None):  # rows of this chunk are missing:
                 raise RunFailure(monitor.write_error or "process 0 could not write the metrics")  # no checkpoint
+            stopping = stop.requested
+            if not distributed.agree(done_iterations % every == 0 or done_iterations >= n_iter
+                                     or monitor.all_runs_failed() or stopping):
+                continue  # no checkpoint due
             save_error = None
             try:
                 checkpointer.save(done_iterations, state)  # a failed run's slot holds its last good state
@@ -257,8 +329,10 @@ def _loop(job: Job, run: RunDir, trainer: Any, runs: Any, layout: _Layout, check
     finally:
         stop.deferring = False
         monitor.close()
-    return _outcome(job, run, runs, monitor, checkpointer, state, start_iteration, done_iterations, compile_s,
-                    time.perf_counter() - t_run)
+    outcome = _outcome(job, run, runs, monitor, checkpointer, state, start_iteration, done_iterations, compile_s,
+                       time.perf_counter() - t_run)
+    outcome.init_s, outcome.compile_cpu_s = timer.init_s, compile_cpu_s
+    return outcome
 
 
 def _outcome(job: Job, run: RunDir, runs: Any, monitor: Any, checkpointer: Any, state: Any, start_iteration: int,

@@ -10,6 +10,7 @@ import re
 import sys
 from typing import NoReturn, Sequence
 
+from .compile_cache import ENV_VAR
 from .config import MODES, config_fields, hparams_fields
 from .errors import CliError
 from .presets import DEFAULT_PRESET, preset_names
@@ -28,7 +29,7 @@ ALIASES: dict[str, list[str]] = {
 RESUME_FLAGS = {"--resume", "--max-steps", "--max_steps", "--quiet", "-q", "--verbose", "--checkpoint-every",
                 "--checkpoint_every", "--tensorboard", "--render", "--wandb", "--wandb-project", "--wandb_project",
                 "--devices", "--coordinator-address", "--coordinator_address", "--num-processes", "--num_processes",
-                "--process-id", "--process_id"}
+                "--process-id", "--process_id", "--compile-cache", "--compile_cache"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,9 +100,13 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
                           "(e.g. a lower --learning-rate after a NaN halt), which are recorded in config.json")
     run.add_argument("--checkpoint-every", "--checkpoint_every", dest="checkpoint_every", type=_int, default=None,
                      metavar="K", help="save the full train state every K iterations and at the end; 0: only at "
-                                       f"the end. The compiled loop runs K iterations per call, so Ctrl-C / "
-                                       f"SIGTERM stop (and save) at the next multiple of K (default: "
-                                       f"{DEFAULT_CHECKPOINT_EVERY}; stored in config.json for --resume)")
+                                       "the end. Ctrl-C / SIGTERM stop (and save) at the end of the running "
+                                       f"iteration (default: {DEFAULT_CHECKPOINT_EVERY}; stored in config.json for "
+                                       "--resume)")
+    run.add_argument("--compile-cache", "--compile_cache", dest="compile_cache", default=None, metavar="DIR|off",
+                     help="keep compiled programs in DIR, so the next run of the same configuration loads them "
+                          f"instead of compiling; 'off': no cache (default: ${ENV_VAR}, else "
+                          "$XDG_CACHE_HOME/ppocma_jax/xla, i.e. ~/.cache/ppocma_jax/xla)")
     run.add_argument("--seeds", type=_int, default=1, metavar="K",
                      help="train K seeds (seed, seed+1, ...) as one compiled program (default: 1)")
     run.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2",

@@ -52,6 +52,8 @@ class Outcome:
     stopped_by: int | None = None
     primary: bool = True
     state: Any = field(default=None, repr=False)
+    init_s: float = 0.0  # the policy's initialisation (run, not compiled)
+    compile_cpu_s: float | None = None  # CPU seconds of the compile, which a loaded machine does not inflate
     after_result: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
@@ -105,6 +107,8 @@ def _result(outcome: Outcome) -> dict[str, Any]:
         "env": config.env, "mode": config.mode, "env_steps": outcome.done_iterations * config.iter_steps,
         "runs": outcome.n_runs, "compile_s": round(outcome.compile_s, 2), "run_s": round(outcome.run_s, 2),
         "steps_per_s": round(steps_run / max(outcome.run_s, 1e-9), 1)}
+    if outcome.compile_cpu_s is not None:
+        result.update(compile_cpu_s=round(outcome.compile_cpu_s, 2), init_s=round(outcome.init_s, 2))
     if outcome.labels is None:
         final, best = summarize_returns(outcome.rows)
         result.update(final_return=final, best_return=best, final_eval_return=_last_eval(outcome.rows))

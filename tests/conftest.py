@@ -18,6 +18,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_llvm_disabl
 import jax  # noqa: E402
 
 _CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ppocma_jax_xla_cache_"))
+os.environ["PPOCMA_JAX_COMPILE_CACHE"] = _CACHE  # the CLI's setting (compile_cache.py): in-process and subprocesses
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 jax.config.update("jax_compilation_cache_dir", _CACHE)

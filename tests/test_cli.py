@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -80,14 +81,20 @@ def test_list_envs(capsys):
     assert "gymnax/Pendulum-v1" in out and "box(1) in [-2, 2]" in out and "discrete(2)" in out
 
 
-def test_short_run_writes_the_run_directory(tmp_path):
+SHORT_RUN = [sys.executable, "-m", "ppocma_jax", "--env", "gymnax/Pendulum-v1", "--max-steps", "1600", "--iter-steps",
+             "800", "--n-envs", "4", "--n-updates", "5", "--hidden-units", "16", "--pretrain-steps", "20"]
+
+
+def test_short_run_writes_the_run_directory_and_a_second_run_loads_its_program_from_the_cache(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "ppocma_jax", "--env", "gymnax/Pendulum-v1", "--max-steps", "1600", "--iter-steps",
-         "800", "--n-envs", "4", "--n-updates", "5", "--hidden-units", "16", "--pretrain-steps", "20",
-         "--out", str(out)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(SHORT_RUN + ["--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "compiled in" in proc.stdout and "result: final mean return" in proc.stdout
+    assert f"compile cache: {os.environ['PPOCMA_JAX_COMPILE_CACHE']}" in proc.stdout  # tests/conftest.py's
+    again = subprocess.run(SHORT_RUN + ["--out", str(tmp_path / "again")], capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0 and "s CPU) (from cache); initialised in" in again.stdout, again.stdout + again.stderr
+    assert _without_wall(tmp_path / "again") == _without_wall(out)
     assert "iter 2/2" in proc.stdout
     saved = json.loads((out / "config.json").read_text())
     assert saved["config"]["env"] == "gymnax/Pendulum-v1" and saved["hparams"]["learning_rate"] == 5e-4
@@ -104,6 +111,10 @@ def test_short_run_writes_the_run_directory(tmp_path):
     assert result["env"] == "gymnax/Pendulum-v1" and result["mode"] == "PPO-CMA-m"
     assert result["final_eval_return"] == pytest.approx(float(rows[-1]["eval_return"]), rel=1e-5)
     assert "--max-steps 1600" in json.loads((out / "config.json").read_text())["provenance"]["command"]
+
+
+def _without_wall(run_dir):
+    return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader((run_dir / "metrics.csv").open())]
 
 
 def test_nan_in_training_exits_1_names_the_iteration_and_keeps_the_last_good_state(tmp_path, capsys):
