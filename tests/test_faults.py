@@ -637,10 +637,11 @@ def test_a_full_disk_in_the_metrics_write_is_one_line_and_resumes(reference, tmp
 SIGNALLED_RUN = [sys.executable, "-m", "ppocma_jax"] + CLI_RUN + ["--max-steps", "80000"]
 
 
-def start_and_signal(run_dir: Path, signum: int, times: int) -> subprocess.CompletedProcess:
+def start_and_signal(run_dir: Path, signum: int, times: int, extra: tuple[str, ...] = ()
+                     ) -> subprocess.CompletedProcess:
     """Start a long run, send `signum` `times` times once its first checkpoint is complete; its exit."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(SIGNALLED_RUN + ["--out", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(SIGNALLED_RUN + list(extra) + ["--out", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     deadline = time.time() + 300
     while not (run_dir / "checkpoints" / "2" / "commit_success.txt").exists():
@@ -677,6 +678,25 @@ def test_a_signal_stops_with_a_checkpoint_and_the_run_resumes(reference, tmp_pat
     assert document["config"]["max_steps"] == 4800 and document["continued"][0]["changed"] == {
         "max_steps": [80000, 4800]}
     assert_same_run(run_dir, reference)
+
+
+def test_sigterm_stops_a_seeds_run_with_a_checkpoint_and_it_resumes_to_the_uninterrupted_runs(tmp_path):
+    """The same for R runs in one program (--seeds 2): stopped, saved, resumed, equal to an uninterrupted run."""
+    from ppocma_jax.cli import main
+
+    reference = tmp_path / "reference"
+    assert main(CLI_RUN + ["--seeds", "2", "--max-steps", "4800", "--out", str(reference)]) == 0
+    run_dir = tmp_path / "run"
+    proc = start_and_signal(run_dir, signal.SIGTERM, 1, extra=("--seeds", "2"))
+    assert proc.returncode == 143, proc.stderr
+    assert "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    stopped_at = int(re.search(r"after iteration (\d+) of 100; checkpoint saved", last).group(1))
+    assert stopped_at < 6 and Checkpointer(run_dir).latest_iteration() == stopped_at, proc.stderr
+    assert not (run_dir / "result.json").exists()
+    assert main(["--resume", str(run_dir), "--max-steps", "4800"]) == 0
+    assert metric_rows(run_dir) == metric_rows(reference)
+    assert json.loads((run_dir / "summary.json").read_text()) == json.loads((reference / "summary.json").read_text())
 
 
 def test_sigterm_stops_a_gymnasium_run_after_the_running_iteration(tmp_path):
