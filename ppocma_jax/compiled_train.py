@@ -277,7 +277,6 @@ def _loop(job: Job, run: RunDir, runs: Any, layout: _Layout, checkpointer: Any, 
     import numpy as np
 
     from . import distributed
-    from .checkpoint import CheckpointError
     from .compile_cache import CacheEvents
     from .stopping import wait_interruptibly
 
@@ -319,13 +318,7 @@ def _loop(job: Job, run: RunDir, runs: Any, layout: _Layout, checkpointer: Any, 
             if not distributed.agree(done_iterations % every == 0 or done_iterations >= n_iter
                                      or monitor.all_runs_failed() or stopping):
                 continue  # no checkpoint due
-            save_error = None
-            try:
-                checkpointer.save(done_iterations, state)  # a failed run's slot holds its last good state
-            except CheckpointError as err:
-                save_error = err
-            if distributed.agree(save_error is not None):
-                raise save_error or RunFailure("process 0 could not write a checkpoint")
+            _save(checkpointer, done_iterations, state)
     finally:
         stop.deferring = False
         monitor.close()
@@ -333,6 +326,21 @@ def _loop(job: Job, run: RunDir, runs: Any, layout: _Layout, checkpointer: Any, 
                        time.perf_counter() - t_run)
     outcome.init_s, outcome.compile_cpu_s = timer.init_s, compile_cpu_s
     return outcome
+
+
+def _save(checkpointer: Any, iteration: int, state: Any) -> None:
+    """A checkpoint after `iteration` (a failed run's slot holds its last good state). Every process takes the
+    same branch (saving is a collective); a failed write is CheckpointError, or RunFailure on the other processes."""
+    from . import distributed
+    from .checkpoint import CheckpointError
+
+    save_error = None
+    try:
+        checkpointer.save(iteration, state)
+    except CheckpointError as err:
+        save_error = err
+    if distributed.agree(save_error is not None):
+        raise save_error or RunFailure("process 0 could not write a checkpoint")
 
 
 def _outcome(job: Job, run: RunDir, runs: Any, monitor: Any, checkpointer: Any, state: Any, start_iteration: int,

@@ -89,16 +89,13 @@ def _trainer_of(obj: Any):
 
 
 def _take(tree: Any, run: int | None, n_runs: int | None, what: str) -> Any:
-    """Run `run` of a batched tree ([R, ...] leaves), or the tree itself for a single run."""
-    if n_runs is None:
-        if run is not None:
-            raise PolicyError(f"run={run} is for seed / sweep states; this {what} holds one run")
-        return tree
-    if run is None:
-        raise PolicyError(f"this {what} holds {n_runs} runs (seeds / sweep): pass run=k, 0 <= k < {n_runs}")
-    if not isinstance(run, (int, np.integer)) or not 0 <= run < n_runs:
-        raise PolicyError(f"run must be an integer in [0, {n_runs}), got {run!r}")
-    return jax.tree.map(lambda x: x[run], tree)
+    """sweep.select_run with this module's error class."""
+    from .sweep import select_run
+
+    try:
+        return select_run(tree, run, n_runs, what)
+    except ValueError as err:
+        raise PolicyError(str(err)) from None
 
 
 def make_policy(source: Any, deterministic: bool = True, *, trainer: Any = None, run: int | None = None,

@@ -4,10 +4,10 @@
     run.config, run.hparams          # as the run was started (config.json)
     run.state, run.iteration         # the newest readable checkpoint (the observation scaler included)
     run.metrics["eval_return"]       # [iterations] (seeds / sweeps: [iterations, runs])
-    act = run.policy()               # make_policy: act(obs) with the scaler inside
+    act = make_policy(run)           # export.make_policy: act(obs) with the scaler inside
 
 Seeds and sweeps (`--seeds K`, `--sweep ...`) hold R runs in one state with a leading run axis: `run.labels[k]`
-says which seed and setting run k is, `run.take(k)` is its TrainState, `run.policy(run=k)` its policy.
+says which seed and setting run k is, `run.take(k)` is its TrainState, `make_policy(run, run=k)` its policy.
 Runs on gymnasium envs (stepped on the host) load through Agent.load; their state is the agent's.
 Loading writes nothing: a damaged checkpoint is skipped, not moved aside (only temporary folders that killed writers
 left are cleaned, as every Checkpointer does when it opens a directory).
@@ -49,19 +49,14 @@ class Run:
         return None if self.labels is None else len(self.labels)
 
     def take(self, run: int) -> Any:
-        """Run `run`'s TrainState from a seeds / sweep state (as sweep.take_run)."""
-        from .export import PolicyError, _take
+        """Run `run`'s TrainState from a seeds / sweep state (sweep.select_run). Its policy as a function:
+        `export.make_policy(this_run, run=k)`."""
+        from .sweep import select_run
 
         try:
-            return _take(self.state, run, self.n_runs, "run directory")
-        except PolicyError as err:
+            return select_run(self.state, run, self.n_runs, "run directory")
+        except ValueError as err:
             raise RunError(str(err)) from None
-
-    def policy(self, run: int | None = None, deterministic: bool = True):
-        """`act(obs)` of this run (of run `run` for seeds / sweeps): export.make_policy."""
-        from .export import make_policy
-
-        return make_policy(self, deterministic, run=run)
 
 
 def _read_document(run_dir: Path) -> tuple[dict, Config, HParams]:

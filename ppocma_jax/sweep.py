@@ -118,6 +118,22 @@ def expand_seeds(settings: list[HParams], labels: list[dict], seeds: Sequence[in
     return Runs(jnp.stack(keys), HParams.stack(hps), run_labels)
 
 
+def select_run(tree: Any, run: int | None, n_runs: int | None, what: str) -> Any:
+    """Run `run` of a batched tree ([R, ...] leaves, `n_runs` = R), or the tree itself for a single run
+    (`n_runs` None). ValueError (one line, naming `what` holds the runs) for a run index that does not fit."""
+    import numpy as np
+
+    if n_runs is None:
+        if run is not None:
+            raise ValueError(f"run={run} is for seed / sweep states; this {what} holds one run")
+        return tree
+    if run is None:
+        raise ValueError(f"this {what} holds {n_runs} runs (seeds / sweep): pass run=k, 0 <= k < {n_runs}")
+    if not isinstance(run, (int, np.integer)) or not 0 <= run < n_runs:
+        raise ValueError(f"run must be an integer in [0, {n_runs}), got {run!r}")
+    return take_run(tree, run)
+
+
 def take_run(tree: Any, index: int) -> Any:
     """Run `index` of a batched result (states or metrics with the run axis first)."""
     return jax.tree.map(lambda x: x[index], tree)

@@ -72,7 +72,7 @@ def test_make_policy_acts_as_the_trainers_evaluation(sweep_dir):
     run = load_run(sweep_dir)
     trainer, state = run.trainer, run.take(2)
     obs = _observations()
-    act = run.policy(run=2)
+    act = make_policy(run, run=2)
     expected = trainer.policy.deterministic(state.policy_params, scaler_apply(state.scaler, obs))
     np.testing.assert_array_equal(act(obs), expected)
     # the scaler is inside: without it the actions differ (this is what forgetting it silently did)
@@ -93,14 +93,14 @@ def test_make_policy_acts_as_the_trainers_evaluation(sweep_dir):
 def test_exported_policy_acts_identically(sweep_dir, tmp_path):
     run = load_run(sweep_dir)
     obs = _observations()
-    act = run.policy(run=1)
+    act = make_policy(run, run=1)
     path = save_policy(tmp_path / "policy.npz", act)
     loaded = load_policy(path)
     np.testing.assert_array_equal(loaded(obs), act(obs))
     np.testing.assert_array_equal(loaded(obs[0]), act(obs[0]))  # one observation: the same program both sides
     np.testing.assert_array_equal(jax.jit(loaded)(obs), jax.jit(act)(obs))
     # stochastic: the same key gives the same sample; the run's own sigma bounds travel in the file
-    noisy, noisy_loaded = run.policy(run=1, deterministic=False), load_policy(path, deterministic=False)
+    noisy, noisy_loaded = make_policy(run, deterministic=False, run=1), load_policy(path, deterministic=False)
     key = jax.random.PRNGKey(3)
     np.testing.assert_array_equal(noisy(obs, key), noisy_loaded(obs, key))
     assert not np.array_equal(noisy(obs, key), act(obs))
@@ -124,13 +124,13 @@ def test_single_run_directory_and_bad_inputs(sweep_dir, tmp_path):
     for a, b in zip(jax.tree.leaves(loaded.state), jax.tree.leaves(take_run(run.state, 0))):
         np.testing.assert_array_equal(a, b)
     obs = _observations()
-    np.testing.assert_array_equal(make_policy(single)(obs), run.policy(run=0)(obs))
+    np.testing.assert_array_equal(make_policy(single)(obs), make_policy(run, run=0)(obs))
 
     with pytest.raises(PolicyError) as err:
         make_policy(single, run=0)
     assert "holds one run" in _one_line(err)
     with pytest.raises(PolicyError) as err:
-        run.policy()
+        make_policy(run)
     assert "pass run=k" in _one_line(err)
     with pytest.raises(PolicyError) as err:
         make_policy(loaded.state)
