@@ -247,14 +247,21 @@ def test_a_real_full_disk(run, tmp_path):
 
 # ---------------------------------------------------------------- Ctrl-C during a write
 INTERRUPTED_WRITER = textwrap.dedent("""
-    import sys, numpy as np
+    import sys, time, numpy as np
+    import orbax.checkpoint as ocp
     from ppocma_jax.checkpoint import Checkpointer
+
+    orbax_save = ocp.Checkpointer.save
+    def slow_disk(self, path, *args, **kwargs):  # the second write stays in flight for a minute: no race
+        orbax_save(self, path, *args, **kwargs)
+        if "2.saving-" in str(path):
+            time.sleep(60)
+    ocp.Checkpointer.save = slow_disk
     checkpointer = Checkpointer(sys.argv[1])
-    checkpointer.save(1, {"w": np.zeros(50_000_000, np.float32)})
-    big = {"w": np.random.default_rng(0).random(50_000_000, dtype=np.float32)}  # 200 MB: a write of ~1 s
+    checkpointer.save(1, {"w": np.zeros(1_000_000, np.float32)})
     print("writing", flush=True)
     try:
-        checkpointer.save(2, big)
+        checkpointer.save(2, {"w": np.ones(1_000_000, np.float32)})
         print("finished", flush=True)
     except KeyboardInterrupt:
         print("interrupted", flush=True)
@@ -281,7 +288,7 @@ def test_ctrl_c_during_a_write_abandons_it_at_once(tmp_path):
     assert "Traceback" not in err and "cannot schedule new futures" not in err, err
     with Checkpointer(run_dir) as checkpointer:  # whatever the exit left is cleaned; checkpoint 1 is intact
         assert sorted(p.name for p in checkpointer.directory.iterdir()) == ["1"]
-        assert not checkpointer.restore({"w": np.zeros(50_000_000, np.float32)}, 1)["w"].any()
+        assert not checkpointer.restore({"w": np.zeros(1_000_000, np.float32)}, 1)["w"].any()
 
 
 # ---------------------------------------------------------------- sizes
