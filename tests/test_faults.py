@@ -19,14 +19,14 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from tiny import FAULTS, cli_flags, tiny_config
 
 from ppocma_jax.checkpoint import (CheckpointError, CheckpointMismatchError, CheckpointNoSpaceError, Checkpointer,
                                    _HOST)
 from ppocma_jax.config import Config, ConfigError, HParams
 from ppocma_jax.train import Trainer, make_train
 
-CONFIG = Config(env="gymnax/Pendulum-v1", iter_steps=800, n_envs=4, n_updates=5, hidden_units=16,
-                pretrain_steps=20, eval_every=0, max_steps=2400)
+CONFIG = tiny_config(FAULTS, eval_every=0, max_steps=2400)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -460,8 +460,7 @@ def test_resuming_a_run_halted_by_nan_saves_its_last_good_state_again(tmp_path, 
 
 # ---------------------------------------------------------------- the run lifecycle through the CLI (issue 16 part B)
 # One tiny configuration, the one tests/test_checkpoint.py uses: its compiled chunk is shared through the cache.
-CLI_RUN = ["--env", "gymnax/Pendulum-v1", "--iter-steps", "800", "--n-envs", "4", "--n-updates", "5",
-           "--hidden-units", "16", "--pretrain-steps", "20", "--checkpoint-every", "2", "--quiet"]
+CLI_RUN = cli_flags(FAULTS) + ["--checkpoint-every", "2", "--quiet"]
 
 
 @pytest.fixture(scope="module")

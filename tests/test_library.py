@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny
+from tiny import cli_flags
 
 from ppocma_jax import (Config, ConfigError, HParams, Networks, PolicyError, RunError, Trainer, load_policy,
                         load_run, make_policy, save_policy)
@@ -21,9 +23,7 @@ from ppocma_jax.cli import main
 from ppocma_jax.normalize import scaler_apply
 from ppocma_jax.sweep import take_run
 
-TINY = ["--env", "gymnax/Pendulum-v1", "--iter-steps", "512", "--n-envs", "8", "--n-updates", "8",
-        "--batch-size", "64", "--hidden-units", "16", "--pretrain-steps", "20", "--history-buffer-size", "3",
-        "--max-steps", "1024", "--quiet"]
+TINY = cli_flags(tiny.TINY) + ["--quiet"]
 
 
 def _observations(n: int = 6) -> jax.Array:

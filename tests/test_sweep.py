@@ -6,14 +6,14 @@ import json
 import jax
 import numpy as np
 import pytest
+import tiny
+from tiny import cli_flags
 
-from ppocma_jax import Config, ConfigError, HParams, make_train
+from ppocma_jax import ConfigError, HParams, make_train
 from ppocma_jax.cli import main
 from ppocma_jax.sweep import expand_seeds, hparams_grid, parse_sweep, random_hparams, summarize, take_run
 
-TINY = ["--env", "gymnax/Pendulum-v1", "--iter-steps", "512", "--n-envs", "8", "--n-updates", "8",
-        "--batch-size", "64", "--hidden-units", "16", "--pretrain-steps", "20", "--history-buffer-size", "3",
-        "--max-steps", "1024", "--quiet"]
+TINY = cli_flags(tiny.TINY) + ["--quiet"]
 
 
 def test_grid_is_the_product_and_learning_rate_moves_the_critic_rate():
@@ -64,8 +64,7 @@ def test_cli_sweep_runs_as_one_program_and_each_run_equals_its_single_run(tmp_pa
     assert (out / "curve.png").exists()
     # the run with lr 3e-3 and seed 1 is exactly the single run with that key and setting
     mine = [r for r in rows if float(r["learning_rate"]) == 3e-3 and int(r["seed"]) == 1]
-    config = Config(env="gymnax/Pendulum-v1", iter_steps=512, n_envs=8, n_updates=8, batch_size=64,
-                    hidden_units=16, pretrain_steps=20, history_buffer_size=3, max_steps=1024)
+    config = tiny.tiny_config()
     _, single = jax.jit(make_train(config))(jax.random.PRNGKey(1),
                                             HParams(learning_rate=3e-3, critic_learning_rate=3e-3))
     np.testing.assert_allclose([float(r["policy_std"]) for r in mine], np.asarray(single["policy_std"]),

@@ -5,14 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tiny import tiny_config as tiny
+
 from ppocma_jax import METRIC_NAMES, MODES, Config, ConfigError, HParams, make_train
-
-TINY = dict(env="gymnax/Pendulum-v1", max_steps=1024, iter_steps=512, n_envs=8, n_updates=8, batch_size=64, hidden_units=16,
-            pretrain_steps=20, history_buffer_size=3)
-
-
-def tiny(**changes):
-    return Config(**{**TINY, **changes})
 
 
 _COMPILED = {}
