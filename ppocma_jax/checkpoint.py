@@ -487,7 +487,10 @@ class Checkpointer:
     # ---------------------------------------------------------------- closing
     def close(self, abandon: bool = False) -> None:
         """Release orbax's resources. An abandoned write still running is waited for (interruptibly) unless
-        abandon=True; then nothing waits, and what the write leaves is cleaned at the next open."""
+        abandon=True; then nothing waits, and what the write leaves is cleaned at the next open. To leave the
+        process at once with a write still in flight, end it with os._exit (as `python -m ppocma_jax` does after a
+        second Ctrl-C): a normal interpreter exit tears down under the storage library's running threads, which
+        can abort the process ("terminate called without an active exception")."""
         if not abandon:
             self._wait_pending()
         if self._reader is not None:

@@ -247,7 +247,7 @@ def test_a_real_full_disk(run, tmp_path):
 
 # ---------------------------------------------------------------- Ctrl-C during a write
 INTERRUPTED_WRITER = textwrap.dedent("""
-    import sys, time, numpy as np
+    import os, sys, time, numpy as np
     import orbax.checkpoint as ocp
     from ppocma_jax.checkpoint import Checkpointer
 
@@ -266,7 +266,7 @@ INTERRUPTED_WRITER = textwrap.dedent("""
     except KeyboardInterrupt:
         print("interrupted", flush=True)
         checkpointer.close(abandon=True)
-        sys.exit(130)
+        os._exit(130)  # as python -m ppocma_jax leaves with a write in flight (Checkpointer.close)
 """)
 
 
