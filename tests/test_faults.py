@@ -247,8 +247,11 @@ def test_a_real_full_disk(run, tmp_path):
 
 # ---------------------------------------------------------------- Ctrl-C during a write
 INTERRUPTED_WRITER = textwrap.dedent("""
-    import os, sys, time, numpy as np
+    import os, signal, sys, time, numpy as np
     import orbax.checkpoint as ocp
+
+    # Ctrl-C as an interactive shell gives it: pytest-xdist's workers ignore SIGINT, and a child inherits that
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from ppocma_jax.checkpoint import Checkpointer
 
     orbax_save = ocp.Checkpointer.save
