@@ -81,9 +81,10 @@ class Trainer:
     env: Env
     policy: Policy
     critic: MLP | CustomNetwork
-    # Set (by the CLI, see distributed.py) for a program sharded over several devices: the logging callback then
-    # gets a replicated copy of the metrics (else XLA warns once per sharded array), and is unordered, as XLA
-    # supports ordered callbacks on one device only (the host still gets iterations in order: the loop is serial).
+    # Set it (e.g. to distributed.replicated(mesh)) when a program with an on_iteration callback is sharded over
+    # several devices: the callback then gets a replicated copy of the metrics (else XLA warns once per sharded
+    # array), and is unordered, as XLA supports ordered callbacks on one device only (the host still gets iterations
+    # in order: the loop is serial). The CLI no longer needs it: its chunks return their metrics, no callback.
     callback_sharding: Any = None
 
     @staticmethod
