@@ -67,7 +67,7 @@ def measure(config, hparams) -> dict:
     trainer = Trainer.build(config)
     state = jax.jit(trainer.init_state)(key, hp)
     iteration = timed(lambda s: trainer.iteration(s, hp, evaluate=False), state)
-    evaluation = timed(lambda s: trainer._eval_return(s, hp), state)
+    evaluation = timed(lambda s: trainer.evaluate(s, hp), state)
     per_run = config.n_iterations * iteration["wall_s"]
     n_evals = config.n_iterations // config.eval_every + 1 if config.eval_every else 0
     return {"init": init, "iteration": iteration, "evaluation": evaluation, "n_iterations": config.n_iterations,

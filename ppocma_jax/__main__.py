@@ -4,9 +4,12 @@ import os
 import sys
 
 from . import cli
+from .compile_cache import compiling_in_background
 
 code = cli.main()
-if cli.ABORTED:  # stopped at once by a signal: a compiled chunk may still run in a worker thread; do not wait for it
+# Stopped at once by a signal (a compiled chunk may still run in a worker thread), or stopped before the evaluation
+# program was needed (it may still compile in the background): do not wait for them.
+if cli.ABORTED or compiling_in_background():
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -4,19 +4,20 @@ was served from it.
 A run compiles its training chunk once per process (20-60 s for a brax env on a CPU). The cache keeps the compiled
 executable on disk, keyed by the program and the compiler's options, so the next run of the same configuration
 (a repeat, a `--resume`, a test) loads it instead. JAX never stores a program that calls back to the host, which is
-why the CLI's compiled chunk returns its metrics rather than printing them from inside (cli.py).
+why the CLI's compiled chunk returns its metrics rather than printing them from inside (compiled_train.py).
 
 Where: `--compile-cache DIR`, else $PPOCMA_JAX_COMPILE_CACHE, else a directory JAX was already given
 (JAX_COMPILATION_CACHE_DIR), else $XDG_CACHE_HOME/ppocma_jax/xla (~/.cache/ppocma_jax/xla). `off` switches it off.
 The directory may be deleted at any time; it is not pruned (entries are a few MB each).
 
 Two layers. JAX's own cache (keyed by the lowered program) still costs the Python tracing and lowering of the whole
-training loop before it can look anything up: seconds for a large program. So the CLI's two big programs (the
-initialisation and the training chunk) are also kept traced and lowered (`ProgramStore`, via jax.export), keyed
-by everything that decides them without tracing: the name, the configuration and the arguments' shapes, dtypes
-and layouts, this package's source, the installed packages' versions, JAX's settings, XLA_FLAGS and the devices.
-A loaded program checks its arguments' shapes when called. What the key cannot see is a dependency's code edited
-in place without a version change: after such an edit, delete the directory (or run with --compile-cache off).
+training loop before it can look anything up: seconds for a large program. So the CLI's programs (the
+initialisation, the training chunk and the evaluation) are also kept traced and lowered (`ProgramStore`, via
+jax.export), keyed by everything that decides them without tracing: the name, the configuration and the arguments'
+shapes, dtypes and layouts, this package's source, the installed packages' versions, JAX's settings, XLA_FLAGS
+and the devices. A loaded program checks its arguments' shapes when called. What the key cannot see is a
+dependency's code edited in place without a version change: after such an edit, delete the directory (or run with
+--compile-cache off).
 
 The cache directory is trusted like JAX's own: loading an entry runs code from it. Do not share it with users you
 do not trust.
@@ -29,6 +30,8 @@ import hashlib
 import os
 import pickle
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -284,3 +287,46 @@ class ProgramStore:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
             return False
+
+
+# ---------------------------------------------------------------- compiling beside the run
+_RUNNING: set[threading.Thread] = set()  # background compiles not yet finished (see compiling_in_background)
+
+
+class BackgroundCompile:
+    """`work()` (a `ProgramStore.compile` of a program needed later, e.g. the evaluation) on a daemon thread, so
+    that it loads or compiles while the run goes on. `result()` waits for it and re-raises its error."""
+
+    def __init__(self, work: Callable[[], Any], name: str):
+        self._done = threading.Event()
+        self._box: dict[str, Any] = {}
+        self.seconds: float | None = None  # wall seconds from the start to the program (or error), once done
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._target, args=(work,), name=f"compile-{name}", daemon=True)
+        _RUNNING.add(self._thread)
+        self._thread.start()
+
+    def _target(self, work: Callable[[], Any]) -> None:
+        try:
+            self._box["value"] = work()
+        except BaseException as err:  # noqa: BLE001 - handed to the thread that asks for the result
+            self._box["error"] = err
+        finally:
+            self.seconds = time.perf_counter() - self._t0
+            _RUNNING.discard(self._thread)
+            self._done.set()
+
+    def result(self) -> Any:
+        """The compiled program, once ready. Waits in slices, so that a signal handler's exception reaches a
+        waiting main thread at once (as stopping.wait_interruptibly does)."""
+        while not self._done.wait(0.2):
+            pass
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["value"]
+
+
+def compiling_in_background() -> bool:
+    """Whether a BackgroundCompile is still running: a process leaving now should leave with os._exit (__main__),
+    since a compiler thread still at work while the interpreter shuts down can crash the exit."""
+    return bool(_RUNNING)

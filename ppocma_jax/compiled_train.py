@@ -149,10 +149,11 @@ class _Layout:
 
         if runs is None:
             hp, keys = hparams.as_arrays(), jax.random.PRNGKey(seed)
-            self.init, self.chunk_fn = trainer.init_state, trainer.run
+            self.init, self.chunk_fn, self.eval_fn = trainer.init_state, trainer.run, trainer.evaluate
         else:
             hp, keys = runs.hparams.as_arrays(), runs.keys
             self.init, self.chunk_fn = jax.vmap(trainer.init_state), trainer.run_batched
+            self.eval_fn = jax.vmap(trainer.evaluate)  # [R] returns, one per run
         self.mesh, self.batched = mesh, runs is not None
         self.state_sh = distributed.state_shardings(jax.eval_shape(self.init, keys, hp), mesh,
                                                     batched=runs is not None)
@@ -207,13 +208,9 @@ def _monitor(job: Job, run: RunDir, runs: Any, start_iteration: int) -> Any:
                       run_labels=None if runs is None else runs.labels)
 
 
-LIVE_CHUNK = 1  # iterations per compiled chunk: a progress line per iteration (brax iterations take seconds)
-
-
-def live_chunk_length(every: int) -> int:
-    """Iterations per compiled chunk: the largest divisor of the checkpoint interval `every` not above LIVE_CHUNK,
-    so that checkpoints fall on chunk ends."""
-    return max(d for d in range(1, min(every, LIVE_CHUNK) + 1) if every % d == 0)
+# Iterations per compiled chunk. One keeps progress live (a line per iteration; a brax iteration takes seconds) and
+# lets the host run the evaluation, a program of its own, after exactly the iterations that call for it.
+CHUNK = 1
 
 
 class _CompileTimer:
@@ -238,19 +235,70 @@ class _CompileTimer:
 def _compile_chunk(job: Job, layout: _Layout, programs: Any, state: Any, chunk: int, limit: Any) -> Any:
     """One compiled chunk of `chunk` iterations serves every chunk (the last one skips what is past n_iter). It
     returns its metrics instead of calling back to the host: JAX never stores a program with a host callback in
-    its persistent compilation cache (compile_cache.py)."""
+    its persistent compilation cache (compile_cache.py). It leaves the evaluation out (`_Evaluation`)."""
     from . import distributed
     from .stopping import wait_interruptibly
 
     replicated = distributed.replicated(layout.mesh)
 
     def chunk_keeping_layout(st, h, lim):  # returns the state laid out as it came: the next chunk takes it
-        st, metrics = layout.chunk_fn(st, h, chunk, None, lim)
+        st, metrics = layout.chunk_fn(st, h, chunk, None, lim, evaluate=False)
         return distributed.constrain(st, layout.state_sh), distributed.constrain(metrics, replicated)
 
     return wait_interruptibly(lambda: programs.compile(
         "chunk", f"{job.config!r} batched={layout.batched} chunk={chunk} -> {layout.state_sh!r}",
         chunk_keeping_layout, (state, layout.hp, limit), donate_first=True))
+
+
+class _Evaluation:
+    """The deterministic evaluation (Trainer.evaluate) as a program of its own, run by the host after the chunks
+    that end on an evaluation iteration (evaluation.eval_due), rather than inside the chunk.
+
+    Why: in a brax env the evaluation's episodes hold a second copy of the physics step, as large as the whole
+    training iteration besides it (brax/hopper: 23k of the chunk's 61k HLO instructions). Loading a program from
+    the cache takes time in proportion to its size, so without it the chunk loads in under half the time, and the
+    evaluation loads (or compiles, the first time) on a thread of its own while the first iterations run.
+
+    The values are those of the inlined evaluation (`Trainer.run`), the same function of the same state: equal to
+    the last digit on the gymnax runs compared, within a float32 rounding on brax/hopper (XLA arranges the
+    standalone program's sums a little differently). One difference by design: an iteration whose update was
+    discarded (NaN/Inf) reports no evaluation, where the inlined one evaluated the discarded parameters."""
+
+    def __init__(self, job: Job, layout: _Layout, programs: Any, state: Any):
+        import jax
+
+        from . import distributed
+        from .compile_cache import BackgroundCompile
+
+        self.config, self.hp = job.config, layout.hp
+        replicated = distributed.replicated(layout.mesh)
+        # shapes and layouts only: the chunk donates (deletes) `state`'s buffers while this compiles
+        like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+        self._program = BackgroundCompile(lambda: programs.compile(
+            "eval", f"{job.config!r} batched={layout.batched} -> {replicated!r}",
+            lambda st, h: distributed.constrain(layout.eval_fn(st, h), replicated), (like, layout.hp)), "eval")
+
+    def fill(self, state: Any, metrics: dict) -> dict:
+        """`metrics` (host arrays, one iteration [1] or [1, R], as the chunk returned them) with eval_return set
+        when that iteration ran and calls for an evaluation: the return of `state`, the chunk's result, for each
+        run whose update was kept (finite=1); NaN for a run whose update was discarded (its state is the one
+        before). Waits for the program on the first call."""
+        import numpy as np
+
+        from . import distributed
+        from .evaluation import eval_due
+
+        iteration = int(np.max(metrics["iteration"][0]))
+        if iteration > self.config.n_iterations or not eval_due(iteration, self.config):
+            return metrics
+        returns = distributed.to_host(self._program.result()(state, self.hp))
+        kept = np.asarray(metrics["finite"][0]) == 1
+        return dict(metrics, eval_return=np.where(kept, returns, np.nan).astype(np.float32)[None])
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall seconds the program took to load or compile (on its own thread), once it is ready."""
+        return self._program.seconds
 
 
 def _reporter(monitor: Any, chunk: int, n_iter: int, single: bool):
@@ -286,20 +334,20 @@ def _loop(job: Job, run: RunDir, runs: Any, layout: _Layout, checkpointer: Any, 
     start_iteration = iteration_of(state)
     monitor = _monitor(job, run, runs, start_iteration)
 
-    # Short chunks keep progress live; checkpoints fall every `every` iterations (a multiple of `chunk`).
-    every = max(1, min(args.checkpoint_every or n_iter, n_iter))
-    chunk = live_chunk_length(every)
+    every = max(1, min(args.checkpoint_every or n_iter, n_iter))  # a checkpoint every `every` iterations
     limit = distributed.put(np.int32(n_iter), distributed.replicated(layout.mesh))
     with CacheEvents() as cache_events:
-        compiled = _compile_chunk(job, layout, programs, state, chunk, limit)
+        compiled = _compile_chunk(job, layout, programs, state, CHUNK, limit)
     compile_s, compile_cpu_s = timer.compiled()
     say(f"compiled in {compile_s:.1f} s ({compile_cpu_s:.1f} s CPU) {cache_events.describe(args.cache_dir)}".rstrip()
         + (f"; initialised in {timer.init_s:.1f} s" if timer.init_s else ""))
-    report = _reporter(monitor, chunk, n_iter, runs is None)
+    evaluation = _Evaluation(job, layout, programs, state) if config.eval_every > 0 else None
+    report = _reporter(monitor, CHUNK, n_iter, runs is None)
 
     def one_chunk(st):
         st, metrics = compiled(st, hp, limit)
-        return st, distributed.to_host(metrics)  # waits for the chunk
+        metrics = distributed.to_host(metrics)  # waits for the chunk
+        return st, metrics if evaluation is None else evaluation.fill(st, metrics)
 
     monitor.start()
     t_run = time.perf_counter()
@@ -325,6 +373,7 @@ def _loop(job: Job, run: RunDir, runs: Any, layout: _Layout, checkpointer: Any, 
     outcome = _outcome(job, run, runs, monitor, checkpointer, state, start_iteration, done_iterations, compile_s,
                        time.perf_counter() - t_run)
     outcome.init_s, outcome.compile_cpu_s = timer.init_s, compile_cpu_s
+    outcome.eval_compile_s = None if evaluation is None else evaluation.seconds
     return outcome
 
 

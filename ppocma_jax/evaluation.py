@@ -1,8 +1,9 @@
 """Deterministic evaluation: the policy's mean action (arg-max for discrete actions) on separate env instances.
 
 The training return includes exploration noise (for PPO-CMA, deliberately wide at times); this is the return of
-the policy the run actually learned. Used inside the compiled loop (`eval_return` every `eval_every` iterations) and
-by `python -m ppocma_jax.evaluate RUN_DIR`.
+the policy the run actually learned. Used by the compiled loop (`eval_return` on the iterations `eval_due` names:
+inside `Trainer.run`, or as a program of its own between the CLI's chunks), by the gymnasium loop, and by
+`python -m ppocma_jax.evaluate RUN_DIR`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,20 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .config import HParams
+from .config import Config, HParams
 from .envs.base import Env, EnvSpec
 from .normalize import ScalerState, scaler_apply
 from .policy import Policy, PolicyParams
 
 DEFAULT_MAX_EPISODE_STEPS = 1000  # for envs without their own time limit
+
+
+def eval_due(iteration: jax.Array | int, config: Config) -> jax.Array | bool:
+    """Whether the iteration numbered `iteration` (1-based; a traced array or a host int) ends with an
+    evaluation: every `eval_every` iterations and at the last one; never when eval_every is 0."""
+    if config.eval_every == 0:
+        return False
+    return (iteration % config.eval_every == 0) | (iteration == config.n_iterations)
 
 
 def episode_limit(env: Env | EnvSpec) -> int:

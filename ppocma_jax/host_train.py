@@ -25,7 +25,7 @@ from .config import Config, HParams, to_jsonable
 from .envs.base import EnvSpec
 from .envs.gymnasium_env import gymnasium_spec, make_vector_env, successor_obs
 from .errors import CliError, RunFailure
-from .evaluation import episode_limit
+from .evaluation import episode_limit, eval_due
 from .metrics import METRIC_NAMES
 from .outcome import Outcome
 from .rundir import RunDir
@@ -67,10 +67,6 @@ def run_episodes(agent: Agent, env_id: str, n: int, action_repeat: int, seed: in
         return returns
     finally:
         vec.close()
-
-
-def _eval_due(iteration: int, config: Config) -> bool:
-    return config.eval_every > 0 and (iteration % config.eval_every == 0 or iteration == config.n_iterations)
 
 
 def collect(agent: Agent, vec, obs: np.ndarray, steps: int) -> np.ndarray:
@@ -154,7 +150,7 @@ def _loop(job: Job, run: RunDir, agent: Agent, spec: EnvSpec, checkpointer: Any,
             obs = collect(agent, vec, obs, config.rollout_len)
             row, failed_at = _update(agent, config, iteration)
             iteration = int(row["iteration"])
-            if failed_at is None and _eval_due(iteration, config):
+            if failed_at is None and eval_due(iteration, config):
                 row["eval_return"] = float(np.mean(run_episodes(
                     agent, env_id, config.eval_episodes, config.action_repeat, config.seed + EVAL_SEED_OFFSET,
                     episode_limit(spec))))

@@ -54,6 +54,7 @@ class Outcome:
     state: Any = field(default=None, repr=False)
     init_s: float = 0.0  # the policy's initialisation (run, not compiled)
     compile_cpu_s: float | None = None  # CPU seconds of the compile, which a loaded machine does not inflate
+    eval_compile_s: float | None = None  # wall seconds the evaluation program took to load / compile, beside the run
     after_result: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
@@ -109,6 +110,8 @@ def _result(outcome: Outcome) -> dict[str, Any]:
         "steps_per_s": round(steps_run / max(outcome.run_s, 1e-9), 1)}
     if outcome.compile_cpu_s is not None:
         result.update(compile_cpu_s=round(outcome.compile_cpu_s, 2), init_s=round(outcome.init_s, 2))
+    if outcome.eval_compile_s is not None:
+        result["eval_compile_s"] = round(outcome.eval_compile_s, 2)
     if outcome.labels is None:
         final, best = summarize_returns(outcome.rows)
         result.update(final_return=final, best_return=best, final_eval_return=_last_eval(outcome.rows))

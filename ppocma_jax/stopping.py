@@ -1,7 +1,7 @@
 """Stopping a run on request: SIGINT (Ctrl-C) and SIGTERM (a scheduler, `kill`) end it cleanly.
 
 The first signal during training only sets a flag: the loop ends at the next boundary (the end of the compiled
-chunk that is running: one iteration, see cli.py's LIVE_CHUNK; one iteration of a gymnasium run), saves a
+chunk that is running: one iteration, see compiled_train.CHUNK; one iteration of a gymnasium run), saves a
 checkpoint of the state reached and exits with 128 + the signal number (130 for SIGINT, 143 for SIGTERM). Why the
 chunk end: the chunk is one compiled program, and asking the host whether to stop inside it would be a host
 round-trip inside the compiled loop.

@@ -23,7 +23,7 @@ from flax import struct
 
 from .config import Config, ConfigError, HParams
 from .envs import Env, EnvSpec, make_env, wrap_env
-from .evaluation import episode_limit, evaluate_policy
+from .evaluation import episode_limit, eval_due, evaluate_policy
 from .history import History, history_init, history_push
 from .metrics import METRIC_NAMES
 from .networks import MLP, CustomNetwork, MLPParams, Networks, custom_network
@@ -293,20 +293,19 @@ class Trainer:
             "finite": (losses_finite & _all_finite((update.params, critic.trained.params))).astype(jnp.int32),
         }
 
-    def _eval_due(self, iteration: jax.Array) -> jax.Array:
-        cfg = self.config
-        return (iteration % cfg.eval_every == 0) | (iteration == cfg.n_iterations)
-
-    def _eval_return(self, state: TrainState, hp: HParams) -> jax.Array:
+    def evaluate(self, state: TrainState, hp: HParams) -> jax.Array:
+        """The mean undiscounted return [] of `eval_episodes` deterministic episodes of `state`'s policy, each from
+        a fresh env drawn with the run's fixed eval_key (so successive evaluations are comparable). Pure; the CLI
+        compiles it as a program of its own (compiled_train.py), `run` inlines it."""
         returns = evaluate_policy(self.env, self.policy, state.policy_params, state.scaler, state.eval_key,
                                   self.config.eval_episodes, episode_limit(self.env), hp)
         return jnp.mean(returns)
 
     def _maybe_evaluate(self, state: TrainState, hp: HParams) -> jax.Array:
-        """Mean deterministic return every eval_every iterations and at the last one; NaN otherwise."""
+        """`evaluate` on the iterations `eval_due` names; NaN otherwise."""
         if self.config.eval_every == 0:
             return jnp.array(jnp.nan, jnp.float32)
-        return jax.lax.cond(self._eval_due(state.iteration), lambda s: self._eval_return(s, hp),
+        return jax.lax.cond(eval_due(state.iteration, self.config), lambda s: self.evaluate(s, hp),
                             lambda _: jnp.array(jnp.nan, jnp.float32), state)
 
     # ---------------------------------------------------------------- critic + GAE
@@ -318,13 +317,14 @@ class Trainer:
 
     # ---------------------------------------------------------------- whole run
     def run(self, state: TrainState, hp: HParams, n_iterations: int,
-            on_iteration: Callable[[dict], None] | None = None, limit: jax.Array | int | None = None
-            ) -> tuple[TrainState, dict[str, jax.Array]]:
+            on_iteration: Callable[[dict], None] | None = None, limit: jax.Array | int | None = None,
+            evaluate: bool = True) -> tuple[TrainState, dict[str, jax.Array]]:
         """`n_iterations` iterations as one lax.scan; `on_iteration(metrics)` runs on the host after each.
 
         `limit` (optional, may be traced) is the total iteration count at which to stop: iterations past it are
         skipped, so one compiled chunk of fixed length serves every chunk of a checkpointed run, the last included.
-        After a NaN/Inf the remaining iterations are skipped too and report finite=0.
+        After a NaN/Inf the remaining iterations are skipped too and report finite=0. evaluate=False leaves
+        eval_return NaN, for a caller that runs `evaluate` as a program of its own (compiled_train.py).
         """
         metric_shapes = jax.eval_shape(self.iteration, state, hp)[1]
 
@@ -333,7 +333,8 @@ class Trainer:
                            for k, v in metric_shapes.items()}
 
         def step(state, failed, past_limit, i):
-            new_state, metrics = jax.lax.cond(failed | past_limit, skipped, lambda s: self.iteration(s, hp), state)
+            new_state, metrics = jax.lax.cond(failed | past_limit, skipped,
+                                              lambda s: self.iteration(s, hp, evaluate), state)
             return new_state, metrics, ~(failed | past_limit)
 
         report = None if on_iteration is None else lambda metrics, ran: on_iteration(metrics) if ran else None
@@ -341,24 +342,25 @@ class Trainer:
 
     def run_batched(self, states: TrainState, hps: HParams, n_iterations: int,
                     on_iteration: Callable[[dict, jax.Array], None] | None = None,
-                    limit: jax.Array | int | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+                    limit: jax.Array | int | None = None, evaluate: bool = True
+                    ) -> tuple[TrainState, dict[str, jax.Array]]:
         """R runs (leading axis of `states` and `hps`: seeds and/or hyperparameter settings) trained together.
 
         The run axis sits INSIDE the iteration loop (a vmap of one iteration), so `on_iteration(metrics, ran)`
         fires once per iteration with [R] arrays, not R times. Metrics have shape [n_iterations, R]. A run whose
         update turns NaN/Inf keeps its last good state and reports finite=0 from then on; the others go on.
-        `ran` is False for iterations past `limit` (see `run`), which the host ignores.
+        `ran` is False for iterations past `limit` (see `run`), which the host ignores. evaluate=False: as in `run`.
         """
         first = states.iteration[0]  # every run advances in lockstep
         n_runs = states.iteration.shape[0]
 
         def step(states, failed, past_limit, i):
             new_states, metrics = jax.vmap(lambda st, h: self.iteration(st, h, evaluate=False))(states, hps)
-            if self.config.eval_every > 0:  # one scalar schedule for all runs (they advance in lockstep)
+            if evaluate and self.config.eval_every > 0:  # one scalar schedule for all runs (lockstep)
                 nan_r = jnp.full((n_runs,), jnp.nan, jnp.float32)
                 metrics["eval_return"] = jax.lax.cond(
-                    self._eval_due(first + i + 1) & ~past_limit,
-                    lambda st: jax.vmap(self._eval_return)(st, hps), lambda _: nan_r, new_states)
+                    eval_due(first + i + 1, self.config) & ~past_limit,
+                    lambda st: jax.vmap(self.evaluate)(st, hps), lambda _: nan_r, new_states)
             return new_states, metrics, ~past_limit
 
         return self._loop(step, states, n_iterations, limit, on_iteration)

@@ -6,8 +6,13 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
+import tiny
+
+from ppocma_jax import METRIC_NAMES, make_train
 from ppocma_jax.cli import main, parse_args
 
 
@@ -111,6 +116,19 @@ def test_short_run_writes_the_run_directory_and_a_second_run_loads_its_program_f
     assert result["env"] == "gymnax/Pendulum-v1" and result["mode"] == "PPO-CMA-m"
     assert result["final_eval_return"] == pytest.approx(float(rows[-1]["eval_return"]), rel=1e-5)
     assert "--max-steps 1600" in json.loads((out / "config.json").read_text())["provenance"]["command"]
+
+
+def test_a_cli_run_equals_the_whole_loop_program_evaluation_included(tmp_path):
+    """The CLI runs one iteration per compiled chunk and the evaluation as a program of its own between chunks;
+    make_train runs the whole loop, evaluation inlined, as one program. Same seed, same rows."""
+    out = tmp_path / "run"
+    assert main(tiny.cli_flags(tiny.TINY) + ["--quiet", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    _, whole = jax.jit(make_train(tiny.tiny_config()))(jax.random.PRNGKey(0))
+    assert [r["eval_return"] == "" for r in rows] == [True, False]  # eval_every 10: after the last iteration only
+    for name in METRIC_NAMES:
+        cli = [float(r[name]) if r[name] != "" else np.nan for r in rows]
+        np.testing.assert_allclose(cli, np.asarray(whole[name], np.float64), rtol=1e-4, err_msg=name)
 
 
 def _without_wall(run_dir):

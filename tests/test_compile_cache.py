@@ -58,3 +58,23 @@ def test_an_unwritable_directory_is_a_warning_and_no_cache(tmp_path, restore_jax
     directory, warning = configure(tmp_path / "cache")
     assert directory == tmp_path / "cache" and warning is None
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
+
+
+def test_a_background_compile_hands_over_its_program_or_its_error():
+    import threading
+
+    from ppocma_jax.compile_cache import BackgroundCompile, compiling_in_background
+
+    release = threading.Event()
+    job = BackgroundCompile(lambda: release.wait(10) and jax.jit(lambda x: 2 * x).lower(1.0).compile(), "double")
+    assert compiling_in_background()  # what __main__ asks before leaving: os._exit while one runs
+    release.set()
+    assert float(job.result()(3.0)) == 6.0
+    assert not compiling_in_background() and job.seconds is not None and job.seconds >= 0
+
+    def fails():
+        raise ValueError("cannot compile this")
+
+    with pytest.raises(ValueError, match="cannot compile this"):
+        BackgroundCompile(fails, "broken").result()
+    assert not compiling_in_background()

@@ -71,6 +71,9 @@ def test_cli_sweep_runs_as_one_program_and_each_run_equals_its_single_run(tmp_pa
                                rtol=1e-4)
     np.testing.assert_allclose([float(r["critic_loss"]) for r in mine], np.asarray(single["critic_loss"]),
                                rtol=1e-3)
+    # the CLI evaluates between its chunks, in a program of its own; make_train inside its loop: the same returns
+    assert [r["eval_return"] == "" for r in mine] == [True, False]  # evaluated after the last iteration only
+    np.testing.assert_allclose(float(mine[-1]["eval_return"]), float(single["eval_return"][-1]), rtol=1e-5)
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -163,3 +163,13 @@ def test_presets_apply_per_mode_settings():
             assert set(settings) <= names, name
             Config(**{k: v for k, v in settings.items() if k in {f.name for f in
                                                                   __import__("dataclasses").fields(Config)}}).validate()
+
+
+def test_the_evaluation_schedule_is_every_eval_every_iterations_and_the_last():
+    from ppocma_jax.evaluation import eval_due
+
+    config = tiny(max_steps=7 * 512, eval_every=3)  # 7 iterations
+    assert [i for i in range(1, 8) if eval_due(i, config)] == [3, 6, 7]
+    traced = jax.jit(lambda i: eval_due(i, config))  # the same rule inside the compiled loop
+    assert [i for i in range(1, 8) if bool(traced(jnp.int32(i)))] == [3, 6, 7]
+    assert not any(eval_due(i, tiny(max_steps=7 * 512, eval_every=0)) for i in range(1, 8))
