@@ -101,3 +101,15 @@ def test_first_reach_smooths_the_training_return_over_3_iterations_and_skips_mis
     assert first_reach(run, 6.0) == {"train": {"env_steps": 300, "run_s": 3.0, "total_s": 13.0},
                                      "eval": {"env_steps": 400, "run_s": 4.0, "total_s": 14.0}}
     assert first_reach(run, 8.5) == {"train": {"env_steps": 400, "run_s": 4.0, "total_s": 14.0}, "eval": None}
+
+
+def test_compile_times_tiny_reports_a_cold_and_a_warm_run(tmp_path):
+    """The cold run compiles into an empty cache; the warm run loads from it, faster (the ratio in one run)."""
+    proc = _run(["experiments/compile_times.py", "--tiny", "--warm-runs", "1", "--out", str(tmp_path)], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads((tmp_path / "results.json").read_text())["commands"]["tiny Pendulum"]
+    assert "(cold; stored in cache)" in row["cold"]["line"] and "(from cache)" in row["warm"][0]["line"]
+    assert row["warm"][0]["compile_cpu_s"] < row["cold"]["compile_cpu_s"]
+    assert row["cold"]["eval_compile_s"] is not None and "| command |" in (tmp_path / "results.md").read_text()
+    bad = _run(["experiments/compile_times.py", "--out", str(tmp_path), "--only", "nope"], timeout=120)
+    assert bad.returncode == 2 and "unknown command name" in bad.stderr and "Traceback" not in bad.stderr
