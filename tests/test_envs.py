@@ -100,3 +100,25 @@ def test_make_env_errors_name_the_problem():
     with pytest.raises(UnknownEnvError, match="Pendulum-v1"):
         make_env("gymnax/NoSuchEnv")
     assert make_env("Pendulum-v1").spec.name == "gymnax/Pendulum-v1"  # Run.py's bare ids
+
+
+def test_a_gymnax_env_loads_without_seaborn_which_loads_when_used():
+    """gymnax imports seaborn (and scipy.stats) for Pong's frames only: deferred, it costs a run nothing until used."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+from ppocma_jax.envs import make_env
+make_env("gymnax/Pendulum-v1")
+print(type(sys.modules["seaborn"]).__name__, "scipy.stats" in sys.modules)
+import gymnax.environments.misc.pong as pong
+print(len(pong.sns.color_palette("cubehelix", 3)), type(sys.modules["seaborn"]).__name__)
+"""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["_DeferredModule False", "3 module"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from types import ModuleType
 from typing import Any
 
 import jax
@@ -11,10 +14,38 @@ import numpy as np
 from .base import EnvSpec, StepResult
 
 
-def gymnax_env_names() -> list[str]:
+class _DeferredModule(ModuleType):
+    """A stand-in in sys.modules for a module not imported yet: the first attribute it lacks imports the real
+    module (which then replaces it in sys.modules) and is served from it, as is every later one. An `import`
+    statement of the name binds the stand-in without importing anything (its __spec__ is None, so the import system
+    asks nothing of it)."""
+
+    def __getattr__(self, attribute: str) -> Any:
+        real = self.__dict__.get("_real_module")
+        if real is None:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            real = importlib.import_module(self.__name__)
+            self.__dict__["_real_module"] = real
+        return getattr(real, attribute)
+
+
+def import_gymnax() -> ModuleType:
+    """`import gymnax`, with its import of seaborn deferred to seaborn's first use.
+
+    gymnax's package import builds every env module, and one of them (misc/pong.py) imports seaborn, and with it
+    scipy.stats, for a colour palette it uses only when drawing a Pong frame: 1.1-1.2 s of gymnax's 1.9-2.0 s
+    import (`python -X importtime -c "import jax; import gymnax"`), paid by every gymnax run. So before gymnax is
+    first imported, an installed seaborn that nobody imported yet is put in sys.modules as a _DeferredModule."""
+    if "gymnax" not in sys.modules and "seaborn" not in sys.modules and importlib.util.find_spec("seaborn"):
+        sys.modules["seaborn"] = _DeferredModule("seaborn")
     import gymnax
 
-    return list(gymnax.registered_envs)
+    return gymnax
+
+
+def gymnax_env_names() -> list[str]:
+    return list(import_gymnax().registered_envs)
 
 
 class GymnaxEnv:
@@ -24,11 +55,10 @@ class GymnaxEnv:
     def __init__(self, name: str, env: Any = None, params: Any = None, display_name: str | None = None):
         """Registered id `name`, or (when `env` is given) any gymnax `Environment` instance with its `params`
         (None: `env.default_params`), shown as `display_name` (default: the class name)."""
+        gymnax = import_gymnax()
         from gymnax.environments import spaces
 
         if env is None:
-            import gymnax
-
             self._env, self._params = gymnax.make(name)
             label = f"gymnax/{name}"
         else:
