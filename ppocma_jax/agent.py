@@ -44,6 +44,7 @@ import numpy as np
 from .config import (Config, ConfigError, HParams, config_fields, from_jsonable, hparams_fields, link_learning_rates,
                      to_jsonable)
 from .envs.base import EnvSpec
+from .networks import Networks
 from .normalize import ScalerState, scaler_apply
 from .policy import Policy, PolicyParams
 from .rollout import Transition
@@ -207,16 +208,18 @@ class Agent:
       action_min, action_max: the action box (a number for every dimension, or one per dimension).
       mode: PPO-CMA-m (default), PPO-CMA, PPO, PG or PG-pos.
       seed: seeds the networks, the update's minibatches and the exploration noise.
+      networks: your own networks instead of the built-in MLPs (ppocma_jax.Networks: flax.linen modules or
+        (init, apply) pairs, as for make_train); `Agent.load` then needs the same ones again.
       **hyperparameters: any `Config` or `HParams` field, e.g. iter_steps=2000 (N: transitions per update, the
         main knob), n_envs=8 (simulators memorised together as a batch), learning_rate=5e-4, batch_size=512,
         history_buffer_size=9, hidden_units=128. Unknown names raise ConfigError.
     """
 
     def __init__(self, state_dim: int, action_dim: int, action_min: Any, action_max: Any, mode: str = "PPO-CMA-m",
-                 seed: int = 0, **hyperparameters: Any):
+                 seed: int = 0, networks: Networks | None = None, **hyperparameters: Any):
         spec = host_spec(state_dim, action_dim, action_min, action_max)
         config, hparams = agent_config(mode, seed, hyperparameters)
-        self._setup(spec, config, hparams)
+        self._setup(spec, config, hparams, networks=networks)
 
     @classmethod
     def from_config(cls, spec: EnvSpec, config: Config, hparams: HParams) -> Agent:
@@ -225,10 +228,12 @@ class Agent:
         agent._setup(spec, config, hparams)
         return agent
 
-    def _setup(self, spec: EnvSpec, config: Config, hparams: HParams, state: TrainState | None = None) -> None:
+    def _setup(self, spec: EnvSpec, config: Config, hparams: HParams, state: TrainState | None = None,
+               networks: Networks | None = None) -> None:
         self.spec = spec
         self._low, self._high = spec.low_high()
-        self.trainer = Trainer.build(config, env=HostEnv(spec))
+        self.trainer = Trainer.build(config, env=HostEnv(spec), networks=networks)  # ConfigError: bad networks
+        self._custom_networks = sorted(networks.given()) if networks is not None else []
         self.trainer.check_hparams(hparams)
         self.config = self.trainer.config
         self.hparams = hparams
@@ -433,7 +438,7 @@ class Agent:
         document["agent"] = {"state_dim": self.spec.obs_dim, "action_dim": self.spec.action_dim,
                              "action_min": list(self.spec.action_low), "action_max": list(self.spec.action_high),
                              "env_name": self.spec.name, "max_episode_steps": self.spec.max_episode_steps,
-                             "agent_id": self._agent_id}
+                             "agent_id": self._agent_id, "custom_networks": self._custom_networks}
         write_json_atomic(path / CONFIG_FILE, document)
         with Checkpointer(path) as checkpointer:
             checkpointer.save(int(self.state.iteration), self.state)
@@ -458,9 +463,11 @@ class Agent:
                     std=np.asarray([float(s) for s in self._std_sum], np.float32))
 
     @classmethod
-    def load(cls, path: str | Path) -> Agent:
+    def load(cls, path: str | Path, networks: Networks | None = None) -> Agent:
         """An Agent from a directory written by `save` (or a `--env gymnasium/...` CLI run: its newest checkpoint).
-        Every failure (missing, damaged or mismatched files) is an AgentError in one line."""
+        An agent saved with custom networks needs the same ones again (`networks=`; their parameters come from the
+        checkpoint). Every failure (missing, damaged or mismatched files, missing networks) is an AgentError in
+        one line."""
         from .checkpoint import CheckpointError, Checkpointer
 
         path = Path(path)
@@ -471,13 +478,17 @@ class Agent:
             raise AgentError(f"{str(path)!r} holds no saved agent (no config.json)") from None
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
             raise AgentError(f"{str(path)!r} has an unreadable config.json ({_first_line(err)})") from None
+        _check_networks(path, document, networks)
         agent = cls.__new__(cls)
         try:
             spec = _spec_from_document(document, config)
-            agent._setup(spec, config, hparams, state=_init_state_shape(spec, config, hparams))
+            agent._setup(spec, config, hparams, state=_init_state_shape(spec, config, hparams, networks),
+                         networks=networks)
         except AgentError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as err:  # ConfigError included
+            if str(err).startswith("networks"):  # the given networks do not fit (networks.custom_network)
+                raise AgentError(str(err)) from None
             raise AgentError(f"{str(path)!r} has an invalid config.json ({_first_line(err)})") from None
         info = document.get("agent")
         if isinstance(info, dict) and isinstance(info.get("agent_id"), str):
@@ -584,9 +595,25 @@ def _spec_from_document(document: dict, config: Config) -> EnvSpec:
                      "python -m ppocma_jax --resume")
 
 
-def _init_state_shape(spec: EnvSpec, config: Config, hparams: HParams) -> TrainState:
+def _check_networks(path: Path, document: dict, networks: Networks | None) -> None:
+    """AgentError (one line) unless `networks` gives exactly the custom networks the saved agent was built with."""
+    info = document.get("agent")
+    saved = sorted(info.get("custom_networks") or []) if isinstance(info, dict) else []
+    if networks is not None and not isinstance(networks, Networks):
+        raise AgentError(f"networks must be ppocma_jax.Networks(...), got {type(networks).__name__}")
+    given = sorted(networks.given()) if networks is not None else []
+    if given == saved:
+        return
+    if not saved:
+        raise AgentError(f"{str(path)!r} was saved with the built-in networks; load it without networks=")
+    raise AgentError(f"{str(path)!r} was saved with custom networks ({', '.join(saved)}): pass the same ones, "
+                     f"Agent.load(path, networks=Networks({', '.join(f + '=...' for f in saved)}))")
+
+
+def _init_state_shape(spec: EnvSpec, config: Config, hparams: HParams, networks: Networks | None = None
+                      ) -> TrainState:
     """A TrainState of the right structure without running the policy pre-training (restore overwrites it)."""
-    trainer = Trainer.build(config, env=HostEnv(spec))
+    trainer = Trainer.build(config, env=HostEnv(spec), networks=networks)
     abstract = jax.eval_shape(trainer.init_state, jax.random.PRNGKey(0), hparams.as_arrays())
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract)
 

@@ -13,7 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppocma_jax import Agent, ConfigError
+from tiny import Tiny
+
+from ppocma_jax import Agent, ConfigError, Networks
 from ppocma_jax.agent import AgentError
 from ppocma_jax.cli import main
 from ppocma_jax.envs.gymnasium_env import make_vector_env
@@ -177,6 +179,38 @@ def test_save_load_round_trip(trained, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(AgentError, match="no saved agent"):
         Agent.load(tmp_path / "missing")
+
+
+def test_an_agent_trains_its_own_networks_and_loads_only_with_them(trained, tmp_path):
+    networks = Networks(mean=Tiny(1), logvar=Tiny(1), critic=Tiny(1))
+    kw = dict(AGENT_KW, policy_init="pretrain", pretrain_steps=20)  # "analytic" sets the built-in MLP's layers
+    agent = Agent(*PENDULUM, networks=networks, **kw)
+    assert agent.state.policy_params["mean"]["params"]["hidden"]["kernel"].shape == (3, 8)
+    assert agent.state.critic_params["params"]["hidden"]["kernel"].shape == (4, 8)  # obs + time feature
+    before = jax.tree.map(np.asarray, agent.state.policy_params)
+    agent.learn(_random_batch(agent, 0))
+    assert not np.array_equal(before["mean"]["params"]["out"]["kernel"],
+                              np.asarray(agent.state.policy_params["mean"]["params"]["out"]["kernel"]))
+    agent.save(tmp_path / "custom")
+    with pytest.raises(AgentError) as err:
+        Agent.load(tmp_path / "custom")
+    assert str(err.value) == (f"{str(tmp_path / 'custom')!r} was saved with custom networks (critic, logvar, mean): "
+                              "pass the same ones, Agent.load(path, networks=Networks(critic=..., logvar=..., "
+                              "mean=...))")
+    with pytest.raises(AgentError, match="custom networks"):
+        Agent.load(tmp_path / "custom", networks=Networks(mean=Tiny(1), logvar=Tiny(1)))
+    with pytest.raises(AgentError, match=r"^networks.critic maps a \[1, 4\] input to shape \[1, 2\]"):
+        Agent.load(tmp_path / "custom", networks=Networks(mean=Tiny(1), logvar=Tiny(1), critic=Tiny(2)))
+    loaded = Agent.load(tmp_path / "custom", networks=networks)
+    batch = _random_batch(agent, 1)
+    agent.learn(batch)
+    loaded.learn(batch)  # continues exactly
+    for a, b in zip(jax.tree.leaves(agent.state), jax.tree.leaves(loaded.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    builtin, _ = trained
+    builtin.save(tmp_path / "builtin")
+    with pytest.raises(AgentError, match="saved with the built-in networks; load it without networks="):
+        Agent.load(tmp_path / "builtin", networks=networks)
 
 
 def test_cli_gymnasium_smoke_run(tmp_path, capsys):

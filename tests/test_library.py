@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tiny
-from tiny import cli_flags
+from tiny import Tiny, cli_flags
 
 from ppocma_jax import (Config, ConfigError, HParams, Networks, PolicyError, RunError, Trainer, load_policy,
                         load_run, make_policy, save_policy)
@@ -176,16 +176,6 @@ def test_single_run_directory_and_bad_inputs(sweep_dir, tmp_path):
 
 
 # ---------------------------------------------------------------- custom networks
-class Tiny(nn.Module):
-    """A small flax network: tanh hidden layer, linear output."""
-    out: int
-
-    @nn.compact
-    def __call__(self, x):
-        hidden = jnp.tanh(nn.Dense(8, name="hidden")(x))
-        return nn.Dense(self.out, name="out")(hidden)
-
-
 CUSTOM = Config(env="gymnax/Pendulum-v1", mode="PPO-CMA-m", max_steps=512, iter_steps=128, n_envs=4, n_updates=4,
                 batch_size=32, hidden_units=8, pretrain_steps=300, history_buffer_size=2, eval_every=0)
 NETWORKS = Networks(mean=Tiny(1), logvar=Tiny(1), critic=Tiny(1))

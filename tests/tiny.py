@@ -1,6 +1,9 @@
-"""The tests' tiny configurations, in one place: as Config keyword arguments and as the CLI flags that give the same
+"""The tests' tiny configurations (and a tiny flax network, Tiny), in one place: as Config keyword arguments and as the CLI flags that give the same
 Config. Tests that share a configuration share its compiled programs through the session's compilation cache
 (tests/conftest.py), so a new test should take one of these, with as few changes as it needs."""
+
+import flax.linen as nn
+import jax.numpy as jnp
 
 from ppocma_jax import Config
 
@@ -23,3 +26,13 @@ def cli_flags(settings: dict) -> list[str]:
     for name, value in settings.items():
         flags += [f"--{name.replace('_', '-')}", str(value)]
     return flags
+
+
+class Tiny(nn.Module):
+    """A small flax network: tanh hidden layer, linear output."""
+    out: int
+
+    @nn.compact
+    def __call__(self, x):
+        hidden = jnp.tanh(nn.Dense(8, name="hidden")(x))
+        return nn.Dense(self.out, name="out")(hidden)
