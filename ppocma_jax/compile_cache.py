@@ -17,7 +17,8 @@ jax.export), keyed by everything that decides them without tracing: the name, th
 shapes, dtypes and layouts, this package's source, the installed packages' versions, JAX's settings, XLA_FLAGS
 and the devices. A loaded program checks its arguments' shapes when called. What the key cannot see is a
 dependency's code edited in place without a version change: after such an edit, delete the directory (or run with
---compile-cache off).
+--compile-cache off). Nor can it see the code of an env given by a factory (`--env module:factory`), the user's own
+and edited between runs: the CLI keeps no traced programs of such a run (compiled_train.py).
 
 The cache directory is trusted like JAX's own: loading an entry runs code from it. Do not share it with users you
 do not trust.

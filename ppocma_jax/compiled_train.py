@@ -37,7 +37,12 @@ def train_compiled(job: Job) -> tuple[RunDir, Outcome | None]:
     from .compile_cache import ProgramStore
 
     timer = _CompileTimer()
-    programs = ProgramStore(args.cache_dir)  # the compiled programs, loaded without tracing on a later run
+    from .envs.factory import is_factory_spec
+
+    # The compiled programs, loaded without tracing on a later run; but an env from a factory (--env module:factory)
+    # is the user's code, which can change between runs where no key sees it: traced every run (JAX's own cache
+    # still serves the executable when the traced program is unchanged).
+    programs = ProgramStore(None if is_factory_spec(config.env) else args.cache_dir)
     state = None
     if job.resuming:
         latest, restored = run.restore_or_restart(checkpointer, layout.like())

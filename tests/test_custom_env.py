@@ -143,3 +143,31 @@ def test_a_factory_file_path_is_recorded_absolute(tmp_path):
     assert spec == f"{path.resolve()}:make"
     env = make_env(spec)
     assert env.spec.name == spec and env.spec.obs_dim == 3 and env.spec.action_dim == 1
+
+
+def test_an_edited_factory_env_is_traced_again_not_served_stale_from_the_compile_cache(tmp_path):
+    """The CLI keeps traced programs keyed by what it knows (config, our source, package versions); a factory's code
+    is the user's, edited between runs. Two processes, one cache: the second must train the edited env."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env_file = tmp_path / "my_env.py"
+    source = ("from tests.env_factories import ReachTarget, TargetParams\n"
+              "def make():\n    return ReachTarget(), TargetParams(scale={})\n")
+    environ = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    returns = []
+    for k, scale in enumerate((1.0, 100.0)):
+        env_file.write_text(source.format(scale))
+        out = tmp_path / f"run{k}"
+        proc = subprocess.run([sys.executable, "-m", "ppocma_jax", "--env", f"{env_file}:make", "--max-steps", "256",
+                               "--iter-steps", "256", "--n-envs", "4", "--n-updates", "1", "--hidden-units", "8",
+                               "--pretrain-steps", "10", "--eval-every", "0", "--quiet", "--out", str(out)],
+                              capture_output=True, text=True, env=environ, cwd=root, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        returns.append(json.loads((out / "result.json").read_text())["final_return"])
+    # the one iteration's rollout acts before any update: same actions and targets, rewards scaled 100x
+    np.testing.assert_allclose(returns[1], 100 * returns[0], rtol=1e-4)
