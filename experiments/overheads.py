@@ -8,7 +8,10 @@ Measures, each with wall and CPU seconds (CPU is less sensitive to other jobs on
   (b) the train state's initialisation, compiled and run, with the original's policy pre-training
       (policy_init=pretrain, pretrain_steps Adam steps) and with the analytic initialisation;
   (c) one training iteration without evaluation against one deterministic evaluation (eval_episodes episodes of
-      the env's episode limit): the evaluation's share of the run at the preset's eval_every.
+      the env's episode limit): the evaluation's share of the run at the preset's eval_every;
+  (d) the CLI's per-iteration host work: --loop-iterations iterations as one compiled program (make_train's way)
+      against as many calls of a one-iteration program, each followed by copying its metrics to the host (the
+      CLI's way, compiled_train.py), both donating the state as the CLI does.
 """
 
 from __future__ import annotations
@@ -57,7 +60,31 @@ def timed(fn, *args, repeats: int = 2) -> dict:
     return out
 
 
-def measure(config, hparams) -> dict:
+def host_loop(trainer, state, hp, iterations: int) -> dict:
+    """Part (d): wall seconds per iteration, one program of `iterations` against `iterations` one-iteration calls
+    each copying its metrics to the host; the best of 2 passes each, compiles apart."""
+    def program(n):
+        return jax.jit(lambda s: trainer.run(s, hp, n, evaluate=False), donate_argnums=0).lower(state).compile()
+
+    whole, one = program(iterations), program(1)
+    copy = lambda: jax.tree.map(jax.numpy.copy, state)  # noqa: E731 - the programs donate (delete) their input
+    best_whole = best_calls = float("inf")
+    for _ in range(2):
+        st = copy()
+        t0 = time.perf_counter()
+        jax.block_until_ready(whole(st))
+        best_whole = min(best_whole, time.perf_counter() - t0)
+        st = copy()
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            st, metrics = one(st)
+            jax.device_get(metrics)  # waits for the call, as the CLI's loop does
+        best_calls = min(best_calls, time.perf_counter() - t0)
+    return {"iterations": iterations, "one_program_s_per_iteration": best_whole / iterations,
+            "calls_s_per_iteration": best_calls / iterations, "overhead": best_calls / best_whole - 1}
+
+
+def measure(config, hparams, loop_iterations: int) -> dict:
     hp = hparams.as_arrays()
     key = jax.random.PRNGKey(0)
     init = {}
@@ -70,7 +97,9 @@ def measure(config, hparams) -> dict:
     evaluation = timed(lambda s: trainer.evaluate(s, hp), state)
     per_run = config.n_iterations * iteration["wall_s"]
     n_evals = config.n_iterations // config.eval_every + 1 if config.eval_every else 0
-    return {"init": init, "iteration": iteration, "evaluation": evaluation, "n_iterations": config.n_iterations,
+    loop = host_loop(trainer, state, hp, loop_iterations)
+    return {"init": init, "iteration": iteration, "evaluation": evaluation, "host_loop": loop,
+            "n_iterations": config.n_iterations,
             "eval_every": config.eval_every, "eval_episodes": config.eval_episodes,
             "eval_share": n_evals * evaluation["wall_s"] / (per_run + n_evals * evaluation["wall_s"]),
             "pretrain_share": init["pretrain"]["wall_s"] / (per_run + init["pretrain"]["wall_s"])}
@@ -85,6 +114,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="any other Config field (repeatable)")
     parser.add_argument("--no-startup", dest="startup", action="store_false", help="skip part (a)")
+    parser.add_argument("--loop-iterations", type=int, default=10, help="part (d)'s iterations (default 10)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     settings = resolve_preset(args.preset, args.mode)
@@ -100,7 +130,9 @@ def main() -> None:
     if args.startup:
         result["startup"] = {"cli_help": subprocess_seconds(["-m", "ppocma_jax", "--help"]),
                              "import_jax": subprocess_seconds(["-c", "import jax"])}
-    result.update(measure(config, hparams))
+    if args.loop_iterations < 1:
+        parser.error("--loop-iterations must be >= 1")
+    result.update(measure(config, hparams, args.loop_iterations))
     result["load_average_end"] = list(os.getloadavg())
 
     print(f"{config.mode} on {config.env} ({args.preset}), {jax.default_backend()}, load average "
@@ -115,7 +147,11 @@ def main() -> None:
         label = "one iteration (no evaluation)" if name == "iteration" else \
             f"one evaluation ({config.eval_episodes} episodes)"
         print(f"| {label} | {r['wall_s']:.3f} | {r['cpu_s']:.3f} | {r['compile_s']:.1f} |")
-    print(f"\nover {config.n_iterations} iterations: evaluation every {config.eval_every} is "
+    loop = result["host_loop"]
+    print(f"| one iteration in a {loop['iterations']}-iteration program / as a one-iteration call + metrics to the "
+          f"host (the CLI) | {loop['one_program_s_per_iteration']:.3f} / {loop['calls_s_per_iteration']:.3f} | - | - |")
+    print(f"\nthe CLI's per-iteration host work: {loop['overhead']:+.1%} of an iteration")
+    print(f"over {config.n_iterations} iterations: evaluation every {config.eval_every} is "
           f"{result['eval_share']:.0%} of the run, the pre-training {result['pretrain_share']:.1%}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
