@@ -112,7 +112,9 @@ def plan(tiny: bool, tmp: Path) -> list[Part]:
                                       "--thresholds", "-5000", "1e9", "--seeds", "0", "--chunk", "2",
                                       "--eval-every", "2", *small, "--json", j("tts_pendulum")], j("tts_pendulum"))]
     else:
-        tests = ["-m", "pytest", "-q", "-n", "4", "-p", "no:cacheprovider",
+        # One worker per file (--dist loadfile), as many as the cores allow: compiling dominates and is per process.
+        workers = str(max(1, min(7, os.cpu_count() or 1)))
+        tests = ["-m", "pytest", "-q", "-n", workers, "-p", "no:cacheprovider",
                  *(str(ROOT / "tests" / f) for f in ("test_gae.py", "test_golden.py", "test_units.py",
                                                      "test_train.py", "test_sweep.py", "test_devices.py",
                                                      "test_learning.py"))]
