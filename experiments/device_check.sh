@@ -12,7 +12,7 @@
 # plugin that fails to load would otherwise make JAX fall back to the CPU, and the check would measure the wrong
 # thing); then runs experiments/accelerator_check.py --out "$OUT/gpu" --budget 480 (8 minutes, less if the set-up
 # took more than a minute; options given to this script come later and win). Every step has a hard time limit and
-# the whole command ends within $DEADLINE_S seconds (default 570: the device machine allows one command 600 s).
+# the whole command ends in about $DEADLINE_S seconds at most (default 570: the device machine allows one command 600 s).
 #
 # Results, all under $OUT (the folder the device machine sends back; default ./device_out): device_check.txt (this
 # script's output: install, versions, backend), gpu/results.json, gpu/results.md and gpu/log.txt (the check's).
