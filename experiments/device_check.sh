@@ -44,8 +44,15 @@ if [ "${#wheels[@]}" -eq 0 ]; then
     exit 3
 fi
 say "installing ${#wheels[@]} wheels into $site"
-if ! timeout 180 "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$site" "${wheels[@]}" >> "$log" 2>&1; then
+if ! "$py" -m pip --version > /dev/null 2>&1; then
+    # No pip: a wheel without a .data folder (every one listed) installs by unpacking it where Python looks.
+    say "device_check: no pip for $py; unpacking the wheels into $site instead"
+    install=("$py" -c 'import sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sys.argv[2:]]'
+             "$site")
+else
+    install=("$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site")
+fi
+if ! timeout 180 "${install[@]}" "${wheels[@]}" >> "$log" 2>&1; then
     say "device_check: pip install of $wheel_dir/*.whl into $site failed (output above in $log)"
     tail -20 "$log"
     exit 3
@@ -54,6 +61,7 @@ export PYTHONPATH="$root:$site${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # the test part's workers share the device
 export PYTHONUNBUFFERED=1
 
+before_probe=$(wc -l < "$log")
 # Versions of everything the check imports, and the backend JAX comes up on (a first CUDA start can take a while).
 timeout 180 "$py" - "$expect" >> "$log" 2>&1 <<'EOF'
 import sys
@@ -78,7 +86,7 @@ print(f"backend {jax.default_backend()}, devices {jax.devices()}")
 sys.exit(0 if jax.default_backend() == sys.argv[1] else 4)
 EOF
 status=$?
-tail -n 32 "$log"
+tail -n "+$((before_probe + 1))" "$log"
 if [ "$status" -ne 0 ]; then
     say "device_check: JAX or an import did not come up on backend '$expect' (exit $status); not running the check"
     exit 4
