@@ -1,9 +1,11 @@
 """One-command accelerator check: versions, compiled-path tests, throughput, seed scaling, sweep and time-to-score.
 
-On a GPU machine (status: ready, not yet run on a GPU):
+On a GPU machine (status: ready, not yet run on a GPU), with network:
 
-    pip install -e ".[dev]" "jax[cuda12]==0.10.2"      # the CUDA build of the pinned jax
+    pip install -e ".[dev]" "jax[cuda13]==0.10.2"      # the CUDA 13 build of the pinned jax ("jax[cuda12]" for CUDA 12)
     python experiments/accelerator_check.py --out results/gpu
+
+On a GPU machine without network that has its own JAX stack: experiments/device_check.sh (wheels carried in .whl/).
 
     python experiments/accelerator_check.py --tiny --out /tmp/check   # every part at toy sizes: ~1 min of CPU (the test)
 
@@ -51,7 +53,8 @@ import json, platform
 from importlib import metadata
 import jax, jaxlib
 versions = {"python": platform.python_version()}
-for name in ("jax", "jaxlib", "jax-cuda12-plugin", "flax", "optax", "brax", "gymnax", "mujoco", "numpy"):
+for name in ("jax", "jaxlib", "jax-cuda13-plugin", "jax-cuda12-plugin", "flax", "optax", "brax", "gymnax", "mujoco",
+             "mujoco-mjx", "numpy"):
     try:
         versions[name] = metadata.version(name)
     except metadata.PackageNotFoundError:  # an optional package missing is recorded, not fatal
@@ -109,7 +112,9 @@ def plan(tiny: bool, tmp: Path) -> list[Part]:
                                       "--thresholds", "-5000", "1e9", "--seeds", "0", "--chunk", "2",
                                       "--eval-every", "2", *small, "--json", j("tts_pendulum")], j("tts_pendulum"))]
     else:
-        tests = ["-m", "pytest", "-q", "-n", "4", "-p", "no:cacheprovider",
+        # One worker per file (--dist loadfile), as many as the cores allow: compiling dominates and is per process.
+        workers = str(max(1, min(7, os.cpu_count() or 1)))
+        tests = ["-m", "pytest", "-q", "-n", workers, "-p", "no:cacheprovider",
                  *(str(ROOT / "tests" / f) for f in ("test_gae.py", "test_golden.py", "test_units.py",
                                                      "test_train.py", "test_sweep.py", "test_devices.py",
                                                      "test_learning.py"))]

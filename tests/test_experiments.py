@@ -113,3 +113,37 @@ def test_compile_times_tiny_reports_a_cold_and_a_warm_run(tmp_path):
     assert row["cold"]["eval_compile_s"] is not None and "| command |" in (tmp_path / "results.md").read_text()
     bad = _run(["experiments/compile_times.py", "--out", str(tmp_path), "--only", "nope"], timeout=120)
     assert bad.returncode == 2 and "unknown command name" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _device_wheels() -> dict[str, str]:
+    """experiments/device_wheels.txt as {name: version}, read as fetch_device_wheels.sh reads it (comments off)."""
+    wheels = {}
+    for line in (ROOT / "experiments" / "device_wheels.txt").read_text().splitlines():
+        requirement, _, why = line.partition("#")
+        if not requirement.strip():
+            continue
+        name, sep, version = requirement.strip().partition("==")
+        assert sep and name and version[0].isdigit() and " " not in version, f"not NAME==VERSION: {line!r}"
+        assert why.strip(), f"no reason given: {line!r}"
+        assert name.lower() not in wheels, f"listed twice: {name}"
+        wheels[name.lower()] = version
+    return wheels
+
+
+def test_device_wheels_list_matches_the_pins_and_the_device_scripts_parse(tmp_path):
+    """The carried wheels are pinned to the versions pyproject.toml asks for; both scripts are valid bash; a
+    device check without wheels stops at once with one line (exit 3) instead of running on a half-installed stack."""
+    wheels = _device_wheels()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'"brax=={wheels["brax"]}"' in pyproject and wheels["gymnax"].startswith("1.0.")
+    assert {"gymnax", "gymnasium", "brax", "mujoco", "mujoco-core", "mujoco-mjx"} <= set(wheels)
+    assert not {"jax", "jaxlib", "numpy", "flax", "optax"} & set(wheels)  # the device's own stack is used
+    for script in ("fetch_device_wheels.sh", "device_check.sh"):
+        proc = subprocess.run(["bash", "-n", str(ROOT / "experiments" / script)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    empty = tmp_path / "no_wheels"
+    empty.mkdir()
+    proc = subprocess.run(["bash", str(ROOT / "experiments" / "device_check.sh")], capture_output=True, text=True,
+                          env=dict(os.environ, OUT=str(tmp_path / "out"), WHEELS=str(empty)), timeout=60)
+    assert proc.returncode == 3 and "no wheels in" in proc.stdout, proc.stdout + proc.stderr
+    assert (tmp_path / "out" / "device_check.txt").read_text().count("\n") == 2
