@@ -26,6 +26,7 @@ do not trust.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import hashlib
 import os
@@ -331,3 +332,13 @@ def compiling_in_background() -> bool:
     """Whether a BackgroundCompile is still running: a process leaving now should leave with os._exit (__main__),
     since a compiler thread still at work while the interpreter shuts down can crash the exit."""
     return bool(_RUNNING)
+
+
+@atexit.register
+def _let_background_compiles_finish(timeout_s: float = 120.0) -> None:
+    """At a normal interpreter exit (a notebook, a test session that called the CLI in-process; the CLI itself
+    leaves with os._exit instead), wait for running background compiles, up to `timeout_s` in all, so that no
+    compiler thread is still at work while the interpreter finalizes."""
+    deadline = time.perf_counter() + timeout_s
+    for thread in list(_RUNNING):
+        thread.join(max(0.0, deadline - time.perf_counter()))

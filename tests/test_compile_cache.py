@@ -78,3 +78,19 @@ def test_a_background_compile_hands_over_its_program_or_its_error():
     with pytest.raises(ValueError, match="cannot compile this"):
         BackgroundCompile(fails, "broken").result()
     assert not compiling_in_background()
+
+
+def test_a_normal_exit_waits_for_a_running_background_compile(tmp_path):
+    """Outside the CLI (which leaves with os._exit), the interpreter's exit waits for it rather than finalizing
+    under a compiler thread."""
+    import subprocess
+    import sys
+
+    done = tmp_path / "done"
+    code = ("import time, pathlib\nfrom ppocma_jax.compile_cache import BackgroundCompile\n"
+            f"BackgroundCompile(lambda: (time.sleep(1.0), pathlib.Path({str(done)!r}).write_text('x')), 'slow')\n")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert done.read_text() == "x"
