@@ -32,11 +32,12 @@ import hashlib
 import os
 import pickle
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from .stopping import Background
 
 ENV_VAR = "PPOCMA_JAX_COMPILE_CACHE"
 OFF = "off"
@@ -292,40 +293,23 @@ class ProgramStore:
 
 
 # ---------------------------------------------------------------- compiling beside the run
-_RUNNING: set[threading.Thread] = set()  # background compiles not yet finished (see compiling_in_background)
+_RUNNING: set[BackgroundCompile] = set()  # background compiles not yet finished (see compiling_in_background)
 
 
-class BackgroundCompile:
+class BackgroundCompile(Background):
     """`work()` (a `ProgramStore.compile` of a program needed later, e.g. the evaluation) on a daemon thread, so
-    that it loads or compiles while the run goes on. `result()` waits for it and re-raises its error."""
+    that it loads or compiles while the run goes on; `result()` waits for it (stopping.Background). Counted by
+    `compiling_in_background` until it ends."""
 
     def __init__(self, work: Callable[[], Any], name: str):
-        self._done = threading.Event()
-        self._box: dict[str, Any] = {}
-        self.seconds: float | None = None  # wall seconds from the start to the program (or error), once done
-        self._t0 = time.perf_counter()
-        self._thread = threading.Thread(target=self._target, args=(work,), name=f"compile-{name}", daemon=True)
-        _RUNNING.add(self._thread)
-        self._thread.start()
+        def tracked() -> Any:
+            try:
+                return work()
+            finally:
+                _RUNNING.discard(self)
 
-    def _target(self, work: Callable[[], Any]) -> None:
-        try:
-            self._box["value"] = work()
-        except BaseException as err:  # noqa: BLE001 - handed to the thread that asks for the result
-            self._box["error"] = err
-        finally:
-            self.seconds = time.perf_counter() - self._t0
-            _RUNNING.discard(self._thread)
-            self._done.set()
-
-    def result(self) -> Any:
-        """The compiled program, once ready. Waits in slices, so that a signal handler's exception reaches a
-        waiting main thread at once (as stopping.wait_interruptibly does)."""
-        while not self._done.wait(0.2):
-            pass
-        if "error" in self._box:
-            raise self._box["error"]
-        return self._box["value"]
+        _RUNNING.add(self)
+        super().__init__(tracked, f"compile-{name}")
 
 
 def compiling_in_background() -> bool:
@@ -340,5 +324,5 @@ def _let_background_compiles_finish(timeout_s: float = 120.0) -> None:
     leaves with os._exit instead), wait for running background compiles, up to `timeout_s` in all, so that no
     compiler thread is still at work while the interpreter finalizes."""
     deadline = time.perf_counter() + timeout_s
-    for thread in list(_RUNNING):
-        thread.join(max(0.0, deadline - time.perf_counter()))
+    for job in list(_RUNNING):
+        job.join(max(0.0, deadline - time.perf_counter()))

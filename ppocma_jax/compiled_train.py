@@ -35,10 +35,9 @@ def train_compiled(job: Job) -> tuple[RunDir, Outcome | None]:
     checkpointer = _checkpointer(job, run)
 
     from .compile_cache import ProgramStore
-
-    timer = _CompileTimer()
     from .envs.factory import is_factory_spec
 
+    timer = _CompileTimer()
     # The compiled programs, loaded without tracing on a later run; but an env from a factory (--env module:factory)
     # is the user's code, which can change between runs where no key sees it: traced every run (JAX's own cache
     # still serves the executable when the traced program is unchanged).

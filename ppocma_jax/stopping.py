@@ -16,6 +16,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from typing import Callable
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -82,25 +83,42 @@ def announce_stop(signum: int, boundary: str) -> None:
           "once, keeping the previous checkpoint)", file=sys.stderr, flush=True)
 
 
-def wait_interruptibly(work: Callable[[], object]) -> object:
-    """Run `work()` (a compiled call that blocks in C++, where no Python signal handler runs) in a worker thread
-    and wait for it in slices, so that a signal handler's exception reaches the caller at once. On such an
-    exception the worker is left to finish on its own (a daemon thread); the caller is expected to exit."""
-    done = threading.Event()
-    box: dict[str, object] = {}
+class Background:
+    """`work()` on a daemon thread, started at once; `result()` waits for it and returns its value or re-raises its
+    error. The wait goes in slices, so that a signal handler's exception reaches a waiting main thread at once (a
+    compiled call blocks in C++, where no Python signal handler runs); on such an exception the worker is left to
+    finish on its own, and the caller is expected to exit."""
 
-    def target() -> None:
+    def __init__(self, work: Callable[[], object], name: str):
+        self._done = threading.Event()
+        self._box: dict[str, object] = {}
+        self._t0 = time.perf_counter()
+        self.seconds: float | None = None  # wall seconds from the start to the value (or error), once done
+        self._thread = threading.Thread(target=self._target, args=(work,), name=name, daemon=True)
+        self._thread.start()
+
+    def _target(self, work: Callable[[], object]) -> None:
         try:
-            box["value"] = work()
+            self._box["value"] = work()
         except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
-            box["error"] = err
+            self._box["error"] = err
         finally:
-            done.set()
+            self.seconds = time.perf_counter() - self._t0
+            self._done.set()
 
-    worker = threading.Thread(target=target, name="compiled-chunk", daemon=True)
-    worker.start()
-    while not done.wait(0.2):
-        pass
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]
+    def join(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the work to end (no result, no error)."""
+        self._done.wait(timeout)
+
+    def result(self) -> object:
+        while not self._done.wait(0.2):
+            pass
+        if "error" in self._box:
+            raise self._box["error"]  # type: ignore[misc]
+        return self._box["value"]
+
+
+def wait_interruptibly(work: Callable[[], object]) -> object:
+    """`work()` (a compiled call that blocks in C++) run in a worker thread and waited for so that a signal
+    handler's exception reaches the caller at once (see Background)."""
+    return Background(work, "compiled-chunk").result()
